@@ -1,0 +1,3 @@
+from bqbatch_sql.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Warehouse adapters: one per warehouse, chosen by the profile's `type`."""

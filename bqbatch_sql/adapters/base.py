@@ -1,0 +1,33 @@
+"""The warehouse seam: what the runner, validator, ledger and predictors ask of a warehouse."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Protocol
+
+from sqlglot import exp
+
+from bqbatch_sql.nodes import Column, Relation
+
+
+class WarehouseAdapter(Protocol):
+    dialect: ClassVar[str]  # sqlglot dialect the adapter executes
+
+    def execute(self, sql: str | exp.Expression) -> None: ...
+
+    def fetchall(self, sql: str | exp.Expression) -> list[tuple]: ...
+
+    def create_schema(self, schema: str) -> None: ...
+
+    def create_table_as(self, relation: Relation, query: exp.Query) -> None: ...
+
+    def create_view(self, relation: Relation, query: exp.Query) -> None: ...
+
+    def drop_relation(self, relation: Relation) -> None: ...
+
+    def table_exists(self, relation: Relation) -> bool: ...
+
+    def columns(self, relation: Relation) -> list[Column]: ...
+
+    def row_count(self, relation: Relation) -> int: ...
+
+    def close(self) -> None: ...

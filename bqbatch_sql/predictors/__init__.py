@@ -1,0 +1,1 @@
+"""Predictors: who turns a request table into an output table (local emulation, Vertex AI, ...)."""
