@@ -119,7 +119,7 @@ class DuckDBAdapter:
     def drop_relation(self, relation: Relation) -> None:
         kind = self.relation_kind(relation)
         if kind:
-            self.execute(exp.Drop(this=relation.table(), kind=kind, exists=True))
+            self.execute(exp.Drop(tables=[relation.table()], kind=kind, exists=True))
 
     def rename(self, relation: Relation, new_name: str) -> None:
         kind = self.relation_kind(relation) or "TABLE"
