@@ -125,6 +125,22 @@ class DuckDBAdapter:
         kind = self.relation_kind(relation) or "TABLE"
         self.execute(f"ALTER {kind} {relation.sql(self.dialect)} RENAME TO {exp.to_identifier(new_name, quoted=True).sql(self.dialect)}")
 
+    def load_csv(self, relation: Relation, path: Path, column_types: dict[str, str] | None = None) -> int:
+        """A seed: the CSV's types inferred by DuckDB, overridable per column (BigQuery type names)."""
+        self._drop_other_kind(relation, "TABLE")
+        options = "header = true, auto_detect = true"
+        if column_types:
+            types = exp.Struct(expressions=[
+                exp.PropertyEQ(this=exp.to_identifier(col), expression=exp.Literal.string(
+                    exp.DataType.build(typ, dialect="bigquery").sql("duckdb")))
+                for col, typ in column_types.items()
+            ])
+            options += f", types = {types.sql('duckdb')}"
+        # The path is a bound parameter, never SQL text.
+        self.execute(f"CREATE OR REPLACE TABLE {relation.sql(self.dialect)} AS SELECT * FROM read_csv(?, {options})",
+                     [str(path)])
+        return self.row_count(relation)
+
     # -- catalog --------------------------------------------------------------
 
     def relation_kind(self, relation: Relation) -> str | None:

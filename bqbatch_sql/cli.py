@@ -1,0 +1,177 @@
+"""Command line: options -> Context -> one call -> print. No SQL and no SDK calls here.
+
+Imports stay light at module level: `bqbatch --help` must not load sqlglot, DuckDB
+or the cloud SDKs.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import click
+
+from bqbatch_sql import __version__
+
+
+def _common(func):
+    """Options every project command takes."""
+    options = [
+        click.option("--project-dir", type=click.Path(file_okay=False, path_type=Path), default=".",
+                     show_default=True, help="Directory holding bqbatch_project.yml."),
+        click.option("--profiles-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Directory holding profiles.yml (else $BQBATCH_PROFILES_DIR, the project dir, ~/.bqbatch/)."),
+        click.option("--target", "-t", default=None, help="Target in the profile (default: the profile's `target`; 'local' without profiles.yml)."),
+        click.option("--vars", "vars_", default=None, help="YAML mapping of variables, e.g. '{day: 2026-11-01}'."),
+        click.option("--debug", is_flag=True, help="Show tracebacks of errors."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _selection(func):
+    func = click.option("--exclude", multiple=True, help="Nodes to leave out (same syntax as --select).")(func)
+    func = click.option("--select", "-s", multiple=True,
+                        help="Nodes to act on: name, +name, name+, tag:x, path:models/sub, config.materialized:table.")(func)
+    return func
+
+
+def _context(project_dir: Path, profiles_dir: Path | None, target: str | None, vars_: str | None, threads: int | None = None):
+    from bqbatch_sql.context import Context
+    from bqbatch_sql.errors import BqbatchError
+
+    variables = {}
+    if vars_:
+        import yaml
+
+        try:
+            variables = yaml.safe_load(vars_)
+        except yaml.YAMLError as e:
+            raise BqbatchError(f"--vars is not valid YAML: {e}") from None
+        if not isinstance(variables, dict):
+            raise BqbatchError("--vars must be a YAML mapping, e.g. --vars '{day: 2026-11-01}'.")
+    return Context(project_dir=project_dir, profiles_dir=profiles_dir, target_name=target, variables=variables,
+                   threads=threads)
+
+
+def _handle_errors(func):
+    """BqbatchError -> 'Error: ...' and exit 1; --debug shows the traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from bqbatch_sql.errors import BqbatchError
+
+        try:
+            return func(*args, **kwargs)
+        except BqbatchError as e:
+            if kwargs.get("debug"):
+                raise
+            click.echo(f"Error: {e}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="bqbatch")
+def main():
+    """bqbatch: SQL models in, Gemini batch predictions out.
+
+    Models are BigQuery SQL files with Jinja macros (models/*.sql, macros/*.sql).
+    A batch_prediction model builds a `request` column; `bqbatch run` materializes
+    it, submits it as a batch prediction job, waits, and builds the parsed view.
+    With no profiles.yml the project runs embedded: DuckDB under target/ and a
+    local predictor that emulates Gemini.
+    """
+
+
+def _run_nodes(resource_types, project_dir, profiles_dir, target, vars_, debug, select, exclude,
+               threads=None, full_refresh=False, command="run"):
+    ctx = _context(project_dir, profiles_dir, target, vars_, threads)
+    try:
+        results = ctx.run(select, exclude, resource_types=resource_types, full_refresh=full_refresh, debug=debug,
+                          args={"command": command, "select": list(select), "exclude": list(exclude),
+                                "full_refresh": full_refresh, "target": ctx.target.name})
+    finally:
+        ctx.close()
+    if any(r.status != "success" for r in results):
+        sys.exit(1)
+
+
+@main.command()
+@_common
+@_selection
+@click.option("--threads", type=int, default=None, help="Nodes to run at once (default: the target's threads).")
+@click.option("--full-refresh", is_flag=True, help="Rebuild everything, predictions included.")
+@_handle_errors
+def run(project_dir, profiles_dir, target, vars_, debug, select, exclude, threads, full_refresh):
+    """Run the selected models in dependency order (views, tables, batch predictions)."""
+    _run_nodes({"model"}, project_dir, profiles_dir, target, vars_, debug, select, exclude, threads, full_refresh)
+
+
+@main.command()
+@_common
+@_selection
+@click.option("--threads", type=int, default=None, help="Nodes to run at once.")
+@click.option("--full-refresh", is_flag=True, help="Rebuild everything, predictions included.")
+@_handle_errors
+def build(project_dir, profiles_dir, target, vars_, debug, select, exclude, threads, full_refresh):
+    """Load seeds, then run models: the whole project in dependency order."""
+    _run_nodes({"seed", "model"}, project_dir, profiles_dir, target, vars_, debug, select, exclude, threads,
+               full_refresh, "build")
+
+
+@main.command()
+@_common
+@_selection
+@click.option("--threads", type=int, default=None, help="Seeds to load at once.")
+@_handle_errors
+def seed(project_dir, profiles_dir, target, vars_, debug, select, exclude, threads):
+    """Load seeds/*.csv into the target as tables, with inferred column types."""
+    _run_nodes({"seed"}, project_dir, profiles_dir, target, vars_, debug, select, exclude, threads, command="seed")
+
+
+@main.command(name="compile")
+@_common
+@_selection
+@_handle_errors
+def compile_(project_dir, profiles_dir, target, vars_, debug, select, exclude):
+    """Render and parse the selected models; write target/compiled/ and target/manifest.json."""
+    ctx = _context(project_dir, profiles_dir, target, vars_)
+    compiled = ctx.compile(select, exclude)
+    click.echo(f"Compiled {len(compiled)} model(s) to {ctx.project.target_dir / 'compiled'}")
+
+
+@main.command(name="ls")
+@_common
+@_selection
+@click.option("--resource-type", type=click.Choice(["model", "seed", "all"]), default="all", show_default=True)
+@click.option("--output", type=click.Choice(["name", "path", "json"]), default="name", show_default=True)
+@_handle_errors
+def ls_(project_dir, profiles_dir, target, vars_, debug, select, exclude, resource_type, output):
+    """List the selected nodes in run order."""
+    import json
+
+    ctx = _context(project_dir, profiles_dir, target, vars_)
+    types = None if resource_type == "all" else {resource_type}
+    nodes = ctx.manifest.selectables()
+    for uid in ctx.select(select, exclude, types):
+        node = nodes[uid]
+        if output == "json":
+            click.echo(json.dumps({"unique_id": uid, "name": node.name, "resource_type": node.resource_type,
+                                   "path": node.path, "tags": node.tags,
+                                   "materialized": node.config.get("materialized")}))
+        else:
+            click.echo(node.path if output == "path" else node.name)
+
+
+@main.command()
+@_common
+@_handle_errors
+def debug(project_dir, profiles_dir, target, vars_, debug):
+    """Check the project, the profile and the connection to the warehouse."""
+    ctx = _context(project_dir, profiles_dir, target, vars_)
+    for line in ctx.debug_report():
+        click.echo(line)

@@ -1,0 +1,148 @@
+"""The facade the CLI talks to: project + target + adapter + predictor, built lazily.
+
+Nothing here imports a cloud SDK: the BigQuery adapter and the Vertex predictor
+import theirs when they are constructed, so `ls` and `compile` never pay for them.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bqbatch_sql.config import BigQueryTarget, DuckDBTarget
+from bqbatch_sql.manifest import Manifest, build_manifest
+from bqbatch_sql.profiles import ResolvedTarget, resolve_target
+from bqbatch_sql.project import Project, load_project
+from bqbatch_sql.render import Renderer, TargetInfo
+
+
+@dataclass
+class Context:
+    project_dir: Path = field(default_factory=Path.cwd)
+    profiles_dir: Path | None = None
+    target_name: str | None = None
+    variables: dict[str, Any] = field(default_factory=dict)
+    threads: int | None = None
+
+    @functools.cached_property
+    def project(self) -> Project:
+        return load_project(self.project_dir)
+
+    @functools.cached_property
+    def target(self) -> ResolvedTarget:
+        return resolve_target(self.project.config.profile, self.target_name, self.profiles_dir, self.project.root)
+
+    @property
+    def dialect(self) -> str:
+        return "duckdb" if isinstance(self.target.config, DuckDBTarget) else "bigquery"
+
+    @functools.cached_property
+    def target_info(self) -> TargetInfo:
+        cfg = self.target.config
+        database = cfg.project if isinstance(cfg, BigQueryTarget) else None
+        return TargetInfo(self.target.name, cfg.type, cfg.schema_, database, self.dialect)
+
+    @functools.cached_property
+    def manifest(self) -> Manifest:
+        renderer = Renderer(self.project.macro_files, self.project.root, self.target_info,
+                            self.variables, self.project.config.vars)
+        return build_manifest(self.project, renderer, self.target_info)
+
+    @property
+    def thread_count(self) -> int:
+        return self.threads or self.target.config.threads
+
+    @functools.cached_property
+    def adapter(self):
+        cfg = self.target.config
+        if isinstance(cfg, DuckDBTarget):
+            from bqbatch_sql.adapters.duckdb import DuckDBAdapter
+
+            path = Path(cfg.path)
+            path = path if path.is_absolute() else self.project.root / path
+            return DuckDBAdapter(path, cfg.schema_)
+        from bqbatch_sql.adapters.bigquery import BigQueryAdapter
+
+        return BigQueryAdapter(cfg)
+
+    @functools.cached_property
+    def predictor(self):
+        from bqbatch_sql.predictors import make_predictor
+
+        return make_predictor(self.target.config.predictor, self)
+
+    def close(self) -> None:
+        if "adapter" in self.__dict__:
+            self.adapter.close()
+
+    # -- operations the CLI calls ------------------------------------------------
+
+    def select(self, select: list[str] | None, exclude: list[str] | None, resource_types: set[str] | None = None) -> list[str]:
+        from bqbatch_sql.selection import select_nodes, split_selectors
+
+        manifest = self.manifest
+        nodes = manifest.selectables()
+        chosen = select_nodes(manifest.graph, nodes, split_selectors(select), split_selectors(exclude))
+        return [uid for uid in chosen if resource_types is None or nodes[uid].resource_type in resource_types]
+
+    def compile(self, select: list[str] | None = None, exclude: list[str] | None = None):
+        """Compile the selected models; write target/compiled/ and target/manifest.json."""
+        from bqbatch_sql.artifacts import write_compiled, write_manifest
+        from bqbatch_sql.compiled import compile_model
+
+        manifest = self.manifest
+        compiled = {}
+        for uid in self.select(select, exclude, {"model"}):
+            result = compile_model(manifest, manifest.models[uid])
+            write_compiled(manifest, result)
+            compiled[uid] = result
+        write_manifest(manifest, compiled)
+        return list(compiled.values())
+
+    def run(self, select=None, exclude=None, *, resource_types=frozenset({"model"}), reporter=None,
+            full_refresh: bool = False, debug: bool = False, args: dict | None = None):
+        """Run the selected nodes; write target/run_results.json and target/manifest.json."""
+        import time
+
+        from bqbatch_sql.artifacts import write_manifest, write_run_results
+        from bqbatch_sql.reporting import Reporter
+        from bqbatch_sql.runner import RunOptions, Runner
+
+        reporter = reporter or Reporter()
+        node_ids = self.select(select, exclude, set(resource_types))
+        write_manifest(self.manifest)
+        start = time.perf_counter()
+        if not node_ids:
+            reporter.line("Nothing to do: the selection matches no node of this kind.")
+        results = Runner(self, node_ids, reporter, RunOptions(full_refresh=full_refresh, debug=debug)).run()
+        elapsed = time.perf_counter() - start
+        if results:
+            reporter.summary(results, elapsed)
+        write_run_results(self.manifest, results, elapsed, args or {})
+        return results
+
+    def debug_report(self) -> list[str]:
+        """Lines that say what bqbatch sees; a failing check raises with the fix."""
+        project = self.project
+        lines = [f"bqbatch project '{project.name}' at {project.root}"]
+        lines.append(f"  models: {len(project.models)}, seeds: {len(project.seeds)}, sources: {len(project.sources)}, "
+                     f"macro files: {len(project.macro_files)}")
+        target = self.target
+        where = target.profiles_path or "built-in (no profiles.yml found)"
+        lines.append(f"profile: {where}")
+        cfg = target.config
+        lines.append(f"target: {target.name} (type {cfg.type}, schema/dataset {cfg.schema_}, predictor {cfg.predictor.type})")
+        self.manifest  # parses every model: Jinja, refs, sources, config
+        lines.append("  parse: OK")
+        lines += [f"  {line}" for line in self.adapter_checks()]
+        return lines
+
+    def adapter_checks(self) -> list[str]:
+        adapter = self.adapter
+        checks = getattr(adapter, "debug_checks", None)
+        if checks is not None:
+            return checks()
+        adapter.fetchall("SELECT 1")
+        return [f"connection: OK ({adapter.dialect} {getattr(adapter, 'database', '')})"]

@@ -1,0 +1,105 @@
+"""What a run prints: a line per node as it ends, batch job progress, and a summary.
+
+On a terminal batch jobs get a rich progress bar; otherwise (CI, Airflow logs) plain
+lines, one per state change or progress step, so logs stay readable.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+
+@dataclass
+class NodeResult:
+    unique_id: str
+    name: str
+    kind: str  # view, table, batch_prediction, seed
+    status: str  # success, error, skipped
+    message: str = ""
+    execution_time: float = 0.0
+    rows: int | None = None
+    relation: str = ""
+    started_at: float = field(default_factory=time.time)
+    batch: dict[str, Any] | None = None  # job name, state, completion stats, tokens
+
+
+class Reporter:
+    def __init__(self, console: Console | None = None):
+        self.console = console or Console(highlight=False, soft_wrap=True)
+        self.interactive = self.console.is_terminal
+        self._lock = threading.Lock()
+
+    def line(self, text: str) -> None:
+        with self._lock:
+            self.console.print(text)
+
+    def plain(self, text: str) -> None:
+        with self._lock:
+            self.console.print(escape(text))
+
+    def node_done(self, index: int, total: int, result: NodeResult) -> None:
+        style = {"success": "green", "error": "red", "skipped": "yellow"}[result.status]
+        label = {"success": "OK", "error": "ERROR", "skipped": "SKIP"}[result.status]
+        rows = f"{result.rows:,} rows, " if result.rows is not None else ""
+        timing = f"[{rows}{result.execution_time:.2f}s]" if result.status != "skipped" else ""
+        head = f"{index} of {total} [{style}]{label:<5}[/{style}] {result.kind} {escape(result.relation or result.name)}"
+        self.line(f"{head} {escape(timing)}")
+        if result.status == "error":
+            for text_line in result.message.splitlines():
+                self.line(f"    [red]{escape(text_line)}[/red]")
+        elif result.status == "skipped" and result.message:
+            self.line(f"    {escape(result.message)}")
+
+    def summary(self, results: list[NodeResult], elapsed: float) -> None:
+        counts = {s: sum(r.status == s for r in results) for s in ("success", "error", "skipped")}
+        colour = "green" if not counts["error"] and not counts["skipped"] else "red"
+        self.line(
+            f"\n[{colour}]Finished {len(results)} node(s) in {elapsed:.2f}s: "
+            f"{counts['success']} ok, {counts['error']} error, {counts['skipped']} skipped.[/{colour}]"
+        )
+
+    def job_progress(self, model: str) -> "JobProgress":
+        return JobProgress(self, model)
+
+
+class JobProgress:
+    """Progress of one batch job: a live bar on a terminal, a line per change elsewhere."""
+
+    def __init__(self, reporter: Reporter, model: str):
+        self.reporter = reporter
+        self.model = model
+        self._last: tuple | None = None
+        self._progress = None
+        self._task = None
+        if reporter.interactive:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(
+                TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=reporter.console, transient=True,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(model, total=None)
+
+    def update(self, state: str, done: int, total: int | None, failed: int = 0) -> None:
+        key = (state, done, total)
+        if key == self._last:
+            return
+        self._last = key
+        if self._progress is not None:
+            self._progress.update(self._task, description=f"{self.model} {state}", completed=done, total=total)
+        else:
+            of = f"{done:,}/{total:,} rows" if total else f"{done:,} rows"
+            self.reporter.plain(f"    {self.model}: {state} {of}" + (f" ({failed:,} failed)" if failed else ""))
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
