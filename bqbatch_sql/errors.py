@@ -66,3 +66,7 @@ def did_you_mean(word: str, choices: "list[str] | set[str] | tuple[str, ...]") -
 
     close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
     return f" Did you mean '{close[0]}'?" if close else ""
+
+
+class JobNotFoundError(PredictorError):
+    """The predictor does not know the job (expired, deleted, or a local job of a finished process)."""

@@ -1,0 +1,236 @@
+"""The batch_prediction materialization: request table -> checks -> job -> output -> parsed view.
+
+For one model `m`: `m__requests` is materialized from the model's SQL, checked
+against the batch input contract and validated row by row in the warehouse, handed
+to the target's predictor, waited for, and its output `m` checked to hold exactly
+one row per request. The default post-hook then builds `m__parsed`. The job ledger
+keeps a rerun from paying twice: a live job with the same fingerprint is re-attached,
+a succeeded one over the same rows is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from sqlglot import exp
+
+from bqbatch_sql.compile import parse_model_sql, to_dialect, transpile
+from bqbatch_sql.compiled import CompiledModel
+from bqbatch_sql.errors import JobNotFoundError, PredictorError, RequestTableError
+from bqbatch_sql.ledger import LIVE_STATES, Ledger
+from bqbatch_sql.nodes import Relation
+from bqbatch_sql.predictors.base import BatchJob, BatchJobSpec, JobState
+
+if TYPE_CHECKING:
+    from bqbatch_sql.reporting import NodeResult
+    from bqbatch_sql.runner import Runner
+
+BATCH_COLUMNS = ("response", "status", "processed_time")
+
+
+def requests_relation(output: Relation) -> Relation:
+    return output.with_name(f"{output.name}__requests")
+
+
+def parsed_relation(output: Relation) -> Relation:
+    return output.with_name(f"{output.name}__parsed")
+
+
+def fingerprint(compiled: CompiledModel, predictor_name: str) -> str:
+    cfg = compiled.model.config
+    payload = orjson.dumps([compiled.bigquery_sql, cfg.model, cfg.predictor_options, cfg.on_invalid, predictor_name],
+                           option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(payload).hexdigest()[:32]
+
+
+def run_batch_prediction(runner: "Runner", compiled: CompiledModel, result: "NodeResult") -> None:
+    ctx = runner.ctx
+    adapter = ctx.adapter
+    model = compiled.model
+    cfg = model.config
+    output = compiled.relation
+    requests = requests_relation(output)
+    predictor = ctx.predictor
+    ledger = Ledger(adapter, output.schema, output.database)
+    fp = fingerprint(compiled, predictor.name)
+    full_refresh = runner.options.full_refresh
+    reporter = runner.reporter
+
+    job: BatchJob | None = None
+    entry = ledger.latest(model.unique_id, fp)
+    if entry and entry.state in LIVE_STATES and not full_refresh:
+        try:
+            job = predictor.get(entry.job_name)
+            reporter.plain(f"    {model.name}: re-attached to live job {job.name} ({job.state.short})")
+        except JobNotFoundError:
+            job = None
+    checksum = entry.data_checksum if entry else None
+    invalid_held_back = False
+    if job is None:
+        adapter.create_table_as(requests, compiled.query)
+        from bqbatch_sql.validate import check_request_table, validate_relation
+
+        check_request_table(adapter, requests, model=model.name, path=model.path)
+        checksum = _data_checksum(adapter, requests)
+        if (entry and entry.state == JobState.SUCCEEDED and entry.data_checksum == checksum and not full_refresh
+                and adapter.table_exists(output)):
+            result.message = f"up to date: job {entry.job_name} already predicted these rows"
+            result.rows = entry.total
+            result.batch = _summary(adapter, output, entry.job_name, entry.state, reused=True)
+            _parsed_view(runner, compiled, requests)
+            return
+        source = requests
+        if cfg.on_invalid in ("fail", "skip"):
+            report = validate_relation(adapter, requests, model=model.name, path=model.path, key_columns=cfg.key_columns)
+            if report.invalid and cfg.on_invalid == "fail":
+                raise RequestTableError(
+                    f"Model '{model.name}' ({model.path}): {report.invalid:,} of {report.total:,} requests are invalid; "
+                    f"nothing was submitted.\n{report.render()}\nFix the rows, or set config(on_invalid='skip') to "
+                    f"submit the valid rows and record the invalid ones with their status."
+                )
+            if report.invalid:
+                source = requests.with_name(f"{output.name}__requests_valid")
+                _split_valid(adapter, requests, source)
+                invalid_held_back = True
+        adapter.drop_relation(output)  # Vertex refuses to write into an existing table
+        spec = BatchJobSpec(
+            model_id=cfg.model, source=source, destination=output,
+            display_name=f"bqbatch-{ctx.project.name}-{model.name}",
+            labels={"bqbatch_model": _label_value(model.name), "bqbatch_fingerprint": fp, **cfg.labels},
+            options=dict(cfg.predictor_options),
+        )
+        job = predictor.submit(spec)
+        ledger.record(model.unique_id, fp, checksum, predictor.name, job, source, output)
+        reporter.plain(f"    {model.name}: submitted {job.name}")
+
+    job = _wait(predictor, job, reporter, model.name)
+    ledger.record(model.unique_id, fp, checksum, predictor.name, job, requests, output)
+    if job.state != JobState.SUCCEEDED:
+        detail = f": {job.error}" if job.error else ""
+        raise PredictorError(
+            f"Model '{model.name}' ({model.path}): batch job {job.name} ended {job.state.short}{detail}. "
+            f"The request table {requests} is kept; rerun to submit again."
+        )
+    if invalid_held_back:
+        _append_invalid(adapter, requests, output)
+    expected, actual = adapter.row_count(requests), adapter.row_count(output)
+    if expected != actual:
+        raise PredictorError(
+            f"Model '{model.name}': the output table {output} has {actual:,} rows for {expected:,} requests. "
+            f"Every request must end with a response or a status; inspect the job {job.name}."
+        )
+    result.rows = actual
+    result.batch = _summary(adapter, output, job.name, job.state, reused=False)
+    _parsed_view(runner, compiled, requests)
+
+
+def _label_value(text: str) -> str:
+    # Vertex label values: lowercase letters, digits, '-' and '_', at most 63 characters.
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text.lower())[:63]
+
+
+def _wait(predictor, job: BatchJob, reporter, name: str) -> BatchJob:
+    delay = getattr(predictor, "poll_initial_seconds", 0.5)
+    ceiling = getattr(predictor, "poll_max_seconds", 5.0)
+    factor = getattr(predictor, "poll_multiplier", 1.5)
+    progress = reporter.job_progress(name)
+    try:
+        while True:
+            progress.update(job.state.short, job.succeeded + job.failed, job.total, job.failed)
+            if job.done:
+                return job
+            time.sleep(delay)
+            delay = min(delay * factor, ceiling)
+            job = predictor.get(job.name)
+    finally:
+        progress.close()
+
+
+def _data_checksum(adapter, relation: Relation) -> str:
+    """A checksum of the request rows, computed in the warehouse (order-independent)."""
+    sql = (f"SELECT COUNT(*), BIT_XOR(FARM_FINGERPRINT(TO_JSON_STRING(t))) FROM {relation.sql('bigquery')} AS t")
+    count, digest = adapter.fetchall(transpile(sql, adapter.dialect))[0]
+    return f"{count}:{digest}"
+
+
+def _status_expr(adapter) -> exp.Expression:
+    from bqbatch_sql.validate import request_status_sql
+
+    return request_status_sql(exp.column("request", quoted=True), adapter.dialect)
+
+
+def _split_valid(adapter, requests: Relation, valid: Relation) -> None:
+    query = exp.select("*").from_(requests.table()).where(exp.Is(this=_status_expr(adapter), expression=exp.Null()))
+    adapter.create_table_as(valid, query)
+
+
+def _append_invalid(adapter, requests: Relation, output: Relation) -> None:
+    """Rows held back by on_invalid='skip' join the output with their status, as Vertex would write them."""
+    columns = [c.name for c in adapter.columns(requests)]
+    status = _status_expr(adapter)
+    select = exp.select(
+        *[exp.column(c, quoted=True) for c in columns],
+        exp.cast(exp.Null(), exp.DataType.build("JSON")).as_("response"),
+        status.copy().as_("status"),
+        exp.CurrentTimestamp().as_("processed_time"),
+    ).from_(requests.table()).where(exp.Not(this=exp.Is(this=status, expression=exp.Null())))
+    insert = exp.insert(select, output.table(), columns=[*columns, *BATCH_COLUMNS])
+    for ident in insert.find_all(exp.Identifier):
+        ident.set("quoted", True)
+    adapter.execute(insert)
+
+
+def _summary(adapter, output: Relation, job_name: str, state: JobState, reused: bool) -> dict[str, Any]:
+    """Rows, successes, failures and token totals of the output table, summed in the warehouse."""
+    def usage(field: str) -> str:
+        return f"SUM(SAFE_CAST(JSON_VALUE(response, '$.usageMetadata.{field}') AS INT64))"
+
+    sql = (
+        f"SELECT COUNT(*), COUNTIF(status IS NULL OR status = ''), {usage('promptTokenCount')}, "
+        f"{usage('candidatesTokenCount')}, {usage('totalTokenCount')} FROM {output.sql('bigquery')}"
+    )
+    rows, ok, prompt, out, total = adapter.fetchall(transpile(sql, adapter.dialect))[0]
+    return {
+        "job_name": job_name, "state": state.value, "reused": reused, "rows": rows, "succeeded": ok,
+        "failed": rows - ok, "prompt_tokens": prompt or 0, "output_tokens": out or 0, "total_tokens": total or 0,
+    }
+
+
+def _response_schema(adapter, requests: Relation) -> Any:
+    """The requests' responseSchema when they all share one; None otherwise."""
+    sql = (
+        "SELECT DISTINCT TO_JSON_STRING(COALESCE(JSON_QUERY(request, '$.generationConfig.responseSchema'), "
+        "JSON_QUERY(request, '$.generation_config.response_schema'))) AS s "
+        f"FROM {requests.sql('bigquery')} LIMIT 2"
+    )
+    rows = [r[0] for r in adapter.fetchall(transpile(sql, adapter.dialect)) if r[0] not in (None, "null")]
+    if len(rows) != 1:
+        return None
+    value = orjson.loads(rows[0]) if isinstance(rows[0], (str, bytes)) else rows[0]
+    if isinstance(value, str):  # a STRING request column gives the schema as JSON text
+        value = orjson.loads(value)
+    return value if isinstance(value, dict) else None
+
+
+def _parsed_view(runner: "Runner", compiled: CompiledModel, requests: Relation) -> None:
+    """The default post-hook: `<model>__parsed`, built by the parsed_response_view macro."""
+    model = compiled.model
+    if not model.config.parsed_view:
+        return
+    adapter = runner.ctx.adapter
+    manifest = runner.manifest
+    passthrough = [c.name for c in adapter.columns(requests) if c.name != "request"]
+    schema = _response_schema(adapter, requests)
+    sql = manifest.renderer.render_snippet(
+        f"{model.path}#parsed_view",
+        "{{ parsed_response_view(relation, passthrough, response_schema) }}",
+        f"Model '{model.name}' ({model.path}) parsed view",
+        compiled.relation,
+        extra={"relation": compiled.relation.sql("bigquery"), "passthrough": passthrough, "response_schema": schema},
+    )
+    tree = parse_model_sql(sql, path=f"{model.path} (parsed view)", model=model.name)
+    query = tree if adapter.dialect == "bigquery" else to_dialect(tree, adapter.dialect, model=model.name)
+    adapter.create_view(parsed_relation(compiled.relation), query)

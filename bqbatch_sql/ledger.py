@@ -1,0 +1,114 @@
+"""Job ledger: which batch job ran for which model and request set, kept in the warehouse.
+
+Kept as a table of the target (`bqbatch_jobs` in the target schema), so every machine
+that runs the project sees it: an Airflow retry on another worker re-attaches to the
+live job instead of paying for a second one. Rows are appended, never updated in
+place; the newest row of a job name is its current state.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlglot import exp
+
+from bqbatch_sql.compile import transpile
+from bqbatch_sql.nodes import Relation
+from bqbatch_sql.predictors.base import BatchJob, JobState
+
+LEDGER_TABLE = "bqbatch_jobs"
+LIVE_STATES = frozenset({JobState.QUEUED, JobState.PENDING, JobState.RUNNING, JobState.CANCELLING,
+                         JobState.UPDATING, JobState.UNSPECIFIED})
+
+_COLUMNS = (
+    ("model_unique_id", "STRING"),
+    ("fingerprint", "STRING"),
+    ("data_checksum", "STRING"),
+    ("backend", "STRING"),
+    ("job_name", "STRING"),
+    ("state", "STRING"),
+    ("total", "INT64"),
+    ("succeeded", "INT64"),
+    ("failed", "INT64"),
+    ("incomplete", "INT64"),
+    ("source", "STRING"),
+    ("destination", "STRING"),
+    ("recorded_at", "TIMESTAMP"),
+)
+
+
+@dataclass
+class LedgerEntry:
+    model_unique_id: str
+    fingerprint: str
+    data_checksum: str | None
+    backend: str
+    job_name: str
+    state: JobState
+    total: int | None
+    succeeded: int
+    failed: int
+    incomplete: int
+    source: str
+    destination: str
+    recorded_at: dt.datetime
+
+
+class Ledger:
+    def __init__(self, adapter, schema: str, database: str | None = None):
+        self.adapter = adapter
+        self.relation = Relation(database, schema, LEDGER_TABLE)
+        self._ready = False
+
+    def _sql(self, bigquery_sql: str) -> str:
+        return transpile(bigquery_sql, self.adapter.dialect)
+
+    def _ensure(self) -> None:
+        if self._ready:
+            return
+        columns = [exp.ColumnDef(this=exp.to_identifier(name, quoted=True),
+                                 kind=exp.DataType.build(kind, dialect="bigquery")) for name, kind in _COLUMNS]
+        create = exp.Create(this=exp.Schema(this=self.relation.table(), expressions=columns), kind="TABLE", exists=True)
+        self.adapter.execute(create.sql(dialect=self.adapter.dialect))
+        self._ready = True
+
+    def record(self, model_unique_id: str, fingerprint: str, data_checksum: str | None, backend: str,
+               job: BatchJob, source: Relation, destination: Relation) -> None:
+        self._ensure()
+        placeholders = ", ".join("?" for _ in _COLUMNS)
+        names = ", ".join(exp.to_identifier(n, quoted=True).sql("bigquery") for n, _ in _COLUMNS)
+        sql = f"INSERT INTO {self.relation.sql('bigquery')} ({names}) VALUES ({placeholders})"
+        self.adapter.execute(self._sql(sql), [
+            model_unique_id, fingerprint, data_checksum, backend, job.name, job.state.value, job.total,
+            job.succeeded, job.failed, job.incomplete, str(source), str(destination),
+            dt.datetime.now(dt.timezone.utc),
+        ])
+
+    def latest(self, model_unique_id: str, fingerprint: str | None = None) -> LedgerEntry | None:
+        """The newest entry of the model (and fingerprint, when given)."""
+        self._ensure()
+        names = ", ".join(exp.to_identifier(n, quoted=True).sql("bigquery") for n, _ in _COLUMNS)
+        where = "`model_unique_id` = ?" + (" AND `fingerprint` = ?" if fingerprint else "")
+        params = [model_unique_id] + ([fingerprint] if fingerprint else [])
+        sql = f"SELECT {names} FROM {self.relation.sql('bigquery')} WHERE {where} ORDER BY `recorded_at` DESC LIMIT 1"
+        rows = self.adapter.fetchall(self._sql(sql), params)
+        if not rows:
+            return None
+        values = dict(zip([n for n, _ in _COLUMNS], rows[0]))
+        values["state"] = JobState(values["state"])
+        return LedgerEntry(**values)
+
+    def all_latest(self) -> list[LedgerEntry]:
+        """The newest entry of every model, for `bqbatch status`."""
+        self._ensure()
+        names = ", ".join(exp.to_identifier(n, quoted=True).sql("bigquery") for n, _ in _COLUMNS)
+        sql = (f"SELECT {names} FROM {self.relation.sql('bigquery')} "
+               f"QUALIFY ROW_NUMBER() OVER (PARTITION BY `model_unique_id` ORDER BY `recorded_at` DESC) = 1 "
+               f"ORDER BY `model_unique_id`")
+        out = []
+        for row in self.adapter.fetchall(self._sql(sql)):
+            values = dict(zip([n for n, _ in _COLUMNS], row))
+            values["state"] = JobState(values["state"])
+            out.append(LedgerEntry(**values))
+        return out
