@@ -1,0 +1,626 @@
+"""Predict stage, embedded target: a batch prediction job run inside DuckDB.
+
+`LocalPredictor` behaves as Vertex AI batch prediction does, seen from the user's
+side: submit returns a PENDING job at once, a background thread moves it to RUNNING
+and SUCCEEDED (or FAILED / CANCELLED) while the completion stats advance, and the
+output table holds every request column plus `response`, `status` and
+`processed_time`, exactly one row per request row.
+
+Rows stay in the warehouse. Each chunk of the request table (a rowid range) is one
+INSERT ... SELECT that validates the request with the shared rules of
+`bqbatch_sql.validate`, injects the asked-for fraction of transient failures and
+builds the emulated GenerateContentResponse (`responses.py`). Structured output
+costs one Python call per distinct schema, joined onto the rows. Only a user's
+response function pulls requests into Python, one bounded batch at a time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any, ClassVar
+
+import duckdb
+import orjson
+from sqlglot import exp
+
+from bqbatch_sql.errors import BqbatchError, JobNotFoundError, PredictorError
+from bqbatch_sql.nodes import Relation
+from bqbatch_sql.predictors.base import BatchJob, BatchJobSpec, JobState, TERMINAL_STATES
+from bqbatch_sql.predictors.responses import (
+    HASH_MARKER,
+    SchemaValueError,
+    coerce_function_result,
+    default_text_sql,
+    failure_sql,
+    function_error_status,
+    model_version,
+    response_json_sql,
+    schema_error_status,
+    sql_fragment,
+    structured_text,
+    token_estimate_sql,
+)
+
+# Rows handed to a response function per fetch, and results written back per insert:
+# what bounds the Python side's memory whatever the table size.
+FUNCTION_BATCH_ROWS = 2_000
+FUNCTION_WRITE_ROWS = 20_000
+
+
+class JobCancelled(Exception):
+    """Raised inside the worker when cancel() was asked for."""
+
+
+@dataclasses.dataclass
+class _Run:
+    job: BatchJob
+    spec: BatchJobSpec
+    settings: "_Settings"
+    cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
+    cursors: list[duckdb.DuckDBPyConnection] = dataclasses.field(default_factory=list)
+    thread: threading.Thread | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+    response_function: str | None
+    function: Callable[[dict], Any] | None
+    failure_rate: float
+    latency_seconds: float
+    chunk_rows: int
+
+
+class LocalPredictor:
+    """Emulated Gemini batch prediction in the DuckDB warehouse (implements `Predictor`)."""
+
+    name: ClassVar[str] = "local"
+    # The runner polls with these (seconds): a local job finishes fast, so poll briskly.
+    poll_initial_seconds: ClassVar[float] = 0.05
+    poll_max_seconds: ClassVar[float] = 1.0
+    poll_multiplier: ClassVar[float] = 1.5
+
+    def __init__(
+        self,
+        adapter: Any,
+        *,
+        response_function: str | None = None,
+        failure_rate: float = 0.0,
+        latency_seconds: float = 0.0,
+        chunk_rows: int = 100_000,
+    ):
+        self.adapter = adapter
+        self.defaults = _settings(response_function, failure_rate, latency_seconds, chunk_rows)
+        self._runs: dict[str, _Run] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_context(cls, context: Any, **options: Any) -> "LocalPredictor":
+        """The registry's constructor: the target's DuckDB adapter plus the profile's options."""
+        return cls(context.adapter, **options)
+
+    # -- the Predictor protocol ---------------------------------------------------
+
+    def submit(self, spec: BatchJobSpec) -> BatchJob:
+        """Start the job in a background thread; returns at once with state PENDING.
+
+        A model's `predictor_options` (spec.options) may override response_function,
+        failure_rate, latency_seconds and chunk_rows for that model alone.
+        """
+        overrides = {k: spec.options[k] for k in _OPTION_NAMES if k in spec.options}
+        settings = self.defaults if not overrides else _settings(**{**_as_kwargs(self.defaults), **overrides})
+        now = _utcnow()
+        job = BatchJob(
+            name=f"projects/local/locations/local/batchPredictionJobs/{uuid.uuid4().int % 10**19:019d}",
+            state=JobState.PENDING,
+            create_time=now,
+        )
+        run = _Run(job=job, spec=spec, settings=settings)
+        run.thread = threading.Thread(target=self._work, args=(run,), name=f"bqbatch-local-{job.name[-6:]}", daemon=True)
+        with self._lock:
+            self._runs[job.name] = run
+            snapshot = dataclasses.replace(job)  # PENDING, as Vertex answers a create call
+        run.thread.start()
+        return snapshot
+
+    def get(self, job_name: str) -> BatchJob:
+        """A snapshot of the job: state, counts (total, succeeded, failed, incomplete), times, error."""
+        with self._lock:
+            run = self._runs.get(job_name)
+            if run is None:
+                raise JobNotFoundError(
+                    f"The local predictor knows no job '{job_name}'. Local jobs live in the process that "
+                    f"submitted them; run the model again to submit a new job."
+                )
+            return dataclasses.replace(run.job)
+
+    def cancel(self, job_name: str) -> None:
+        """Ask the job to stop; rows already written stay, the rest count as incomplete."""
+        self.get(job_name)
+        with self._lock:
+            run = self._runs[job_name]
+            if run.job.state in TERMINAL_STATES:
+                return
+            run.cancel.set()
+            if run.job.state == JobState.RUNNING:
+                run.job.state = JobState.CANCELLING
+            cursors = list(run.cursors)
+        for cursor in cursors:
+            cursor.interrupt()  # stops the chunk statement in flight; DuckDB rolls it back
+
+    def wait(self, job_name: str, timeout: float | None = None) -> BatchJob:
+        """Block until the job ends (or `timeout` seconds pass); the emulator and tests use this."""
+        with self._lock:
+            run = self._runs.get(job_name)
+        if run is None:
+            return self.get(job_name)
+        if run.thread is not None:
+            run.thread.join(timeout)
+        return self.get(job_name)
+
+    # -- the worker ------------------------------------------------------------------
+
+    def _work(self, run: _Run) -> None:
+        cursor = None
+        try:
+            if run.settings.latency_seconds and run.cancel.wait(run.settings.latency_seconds):
+                raise JobCancelled()
+            if run.cancel.is_set():
+                raise JobCancelled()
+            self._update(run, state=JobState.RUNNING, start_time=_utcnow())
+            # A DuckDB connection is not to be shared across threads: the job has its own.
+            cursor = self.adapter.connection.cursor()
+            with self._lock:
+                run.cursors.append(cursor)
+            self._predict(run, cursor)
+            self._finish(run, JobState.SUCCEEDED)
+        except JobCancelled:
+            self._finish(run, JobState.CANCELLED)
+        except duckdb.InterruptException:
+            self._finish(run, JobState.CANCELLED if run.cancel.is_set() else JobState.FAILED, "interrupted")
+        except BqbatchError as e:
+            self._finish(run, JobState.FAILED, str(e))
+        except duckdb.Error as e:
+            self._finish(run, JobState.FAILED, f"DuckDB refused a statement of the local predictor: {e}")
+        except Exception as e:  # a bug of ours must still end the job, with its cause on record
+            self._finish(run, JobState.FAILED, f"{type(e).__name__}: {e}")
+        finally:
+            with self._lock:
+                cursors, run.cursors = run.cursors, []
+            for c in cursors:
+                c.close()
+
+    def _predict(self, run: _Run, cursor: duckdb.DuckDBPyConnection) -> None:
+        spec, settings = run.spec, run.settings
+        plan = _Plan.inspect(cursor, spec.source, spec.destination, run.job.name.rsplit("/", 1)[-1][-12:])
+        self._update(run, total=plan.total)
+        try:
+            for statement in plan.create_destination():
+                cursor.execute(statement)
+            using_function = settings.function is not None
+            templates = False
+            if using_function:
+                cursor.execute(plan.create_temp("fn", ["rid BIGINT", "response TEXT", "error TEXT"]))
+            elif plan.total:
+                templates = self._load_templates(run, cursor, plan)
+            statement = plan.chunk_insert(
+                model_version(spec.model_id), settings.failure_rate, templates=templates, function=using_function
+            )
+            counts = plan.written_counts()
+            written = 0
+            for low, high in plan.chunks(settings.chunk_rows):
+                if run.cancel.is_set():
+                    raise JobCancelled()
+                if using_function:
+                    self._call_function(run, cursor, plan, low, high)
+                cursor.execute(statement, [low, high, _utcnow().replace(tzinfo=None)])
+                done, failed = cursor.execute(counts, [written]).fetchone()
+                written += done
+                with self._lock:
+                    run.job.succeeded += done - failed
+                    run.job.failed += failed
+        finally:
+            for statement in plan.drop_temps():
+                cursor.execute(statement)
+
+    def _load_templates(self, run: _Run, cursor: duckdb.DuckDBPyConnection, plan: "_Plan") -> bool:
+        """One emulated answer per distinct structured-output setting, in a temp table; False when no row asks.
+
+        Streams the distinct settings, so even a table whose every row carries its
+        own schema costs bounded memory (and one Python call per schema).
+        """
+        result = self._reader(run).execute(plan.distinct_output_settings())
+        created = False
+        while batch := result.fetchmany(1_000):
+            if run.cancel.is_set():
+                raise JobCancelled()
+            keys, texts, errors = [], [], []
+            for (key,) in batch:
+                text, error = _template_for(key)
+                keys.append(key), texts.append(text), errors.append(error)
+            if not created:
+                cursor.execute(plan.create_temp("templates", ["key TEXT", "template TEXT", "error TEXT"]))
+                created = True
+            cursor.execute(plan.insert_lists("templates", ["TEXT", "TEXT", "TEXT"]), [keys, texts, errors])
+        return created
+
+    def _call_function(self, run: _Run, cursor: duckdb.DuckDBPyConnection, plan: "_Plan", low: int, high: int) -> None:
+        """Stream one chunk's valid requests through the user's function into the results temp table."""
+        settings = run.settings
+        version = model_version(run.spec.model_id)
+        cursor.execute(plan.clear_temp("fn"))
+        insert = plan.insert_lists("fn", ["BIGINT", "TEXT", "TEXT"])
+        result = self._reader(run).execute(plan.function_inputs(settings.failure_rate), [low, high])
+        rids: list[int] = []
+        responses: list[str | None] = []
+        errors: list[str | None] = []
+        while batch := result.fetchmany(FUNCTION_BATCH_ROWS):
+            if run.cancel.is_set():
+                raise JobCancelled()
+            for rid, text in batch:
+                response, error = _call_user_function(settings, text, version)
+                rids.append(rid), responses.append(response), errors.append(error)
+            if len(rids) >= FUNCTION_WRITE_ROWS:
+                cursor.execute(insert, [rids, responses, errors])
+                rids, responses, errors = [], [], []
+        if rids:
+            cursor.execute(insert, [rids, responses, errors])
+
+    def _reader(self, run: _Run) -> duckdb.DuckDBPyConnection:
+        # A second connection streams rows out while the job's own connection writes
+        # (a new statement on one connection would discard the pending result).
+        with self._lock:
+            if len(run.cursors) < 2:
+                run.cursors.append(self.adapter.connection.cursor())
+            return run.cursors[1]
+
+    # -- bookkeeping -------------------------------------------------------------------
+
+    def _update(self, run: _Run, **changes: Any) -> None:
+        with self._lock:
+            for key, value in changes.items():
+                setattr(run.job, key, value)
+
+    def _finish(self, run: _Run, state: JobState, error: str | None = None) -> None:
+        with self._lock:
+            job = run.job
+            job.state = state
+            job.error = error
+            job.end_time = _utcnow()
+            if job.total is not None:
+                job.incomplete = max(0, job.total - job.succeeded - job.failed)
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+_OPTION_NAMES = ("response_function", "failure_rate", "latency_seconds", "chunk_rows")
+
+
+def _settings(response_function: str | None, failure_rate: float, latency_seconds: float, chunk_rows: int) -> _Settings:
+    if isinstance(failure_rate, bool) or not isinstance(failure_rate, (int, float)) or not 0.0 <= failure_rate <= 1.0:
+        raise PredictorError(f"Local predictor: failure_rate must be a number from 0 to 1, got {failure_rate!r}.")
+    if isinstance(latency_seconds, bool) or not isinstance(latency_seconds, (int, float)) or latency_seconds < 0:
+        raise PredictorError(f"Local predictor: latency_seconds must be a number >= 0, got {latency_seconds!r}.")
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows <= 0:
+        raise PredictorError(f"Local predictor: chunk_rows must be a positive integer, got {chunk_rows!r}.")
+    function = load_response_function(response_function) if response_function else None
+    return _Settings(response_function, function, float(failure_rate), float(latency_seconds), chunk_rows)
+
+
+def _as_kwargs(settings: _Settings) -> dict[str, Any]:
+    return {name: getattr(settings, name) for name in _OPTION_NAMES}
+
+
+def load_response_function(path: str) -> Callable[[dict], Any]:
+    """Import `package.module:function` (or `package.module.function`); a clear error names the path."""
+    if not isinstance(path, str) or not path.strip():
+        raise PredictorError(f"Local predictor: response_function must be 'package.module:function', got {path!r}.")
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    if not module_name or not attr:
+        raise PredictorError(
+            f"Local predictor: response_function '{path}' names no module; write it as 'package.module:function'."
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:
+        raise PredictorError(
+            f"Local predictor: response_function '{path}': cannot import module '{module_name}' "
+            f"({type(e).__name__}: {e}). Put the module on PYTHONPATH or in an installed package."
+        ) from e
+    function = module
+    for part in attr.split("."):
+        if not hasattr(function, part):
+            from bqbatch_sql.errors import did_you_mean
+
+            names = [n for n in dir(module) if not n.startswith("_")]
+            raise PredictorError(
+                f"Local predictor: response_function '{path}': module '{module_name}' has no attribute "
+                f"'{attr}'.{did_you_mean(attr, names)}"
+            )
+        function = getattr(function, part)
+    if not callable(function):
+        raise PredictorError(f"Local predictor: response_function '{path}' is a {type(function).__name__}, not a function.")
+    return function
+
+
+def _call_user_function(settings: _Settings, text: str, version: str) -> tuple[str | None, str | None]:
+    """(response JSON, None) or (None, status text): a failing row, never a failed job."""
+    try:
+        request = orjson.loads(text)
+        result = coerce_function_result(settings.function(request), request, version)
+        return orjson.dumps(result).decode(), None
+    except Exception as e:
+        return None, function_error_status(settings.response_function or "?", e)
+
+
+def _template_for(key: str) -> tuple[str | None, str | None]:
+    """The candidate text (or the status of an unusable schema) for one structured-output setting."""
+    try:
+        mime, schema, json_schema = orjson.loads(key)
+        schema = orjson.loads(schema) if schema is not None else None
+        json_schema = orjson.loads(json_schema) if json_schema is not None else None
+        return structured_text(mime, schema, json_schema), None
+    except (SchemaValueError, orjson.JSONDecodeError, ValueError, TypeError) as e:
+        return None, schema_error_status(e)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# -- the job's statements --------------------------------------------------------------
+
+# Read from each valid request in one JSON parse: DuckDB evaluates a list of paths
+# against a single parse of the document (wildcards excepted). The API takes either
+# spelling of every key, at every level, hence the four spellings per setting.
+_SETTINGS = {
+    "system": [f"$.{k}.parts[0].text" for k in ("systemInstruction", "system_instruction")],
+    "mime": [f"$.{g}.{k}" for g in ("generationConfig", "generation_config") for k in ("responseMimeType", "response_mime_type")],
+    "schema": [f"$.{g}.{k}" for g in ("generationConfig", "generation_config") for k in ("responseSchema", "response_schema")],
+    "json_schema": [
+        f"$.{g}.{k}" for g in ("generationConfig", "generation_config") for k in ("responseJsonSchema", "response_json_schema")
+    ],
+}
+_PATHS = [p for paths in _SETTINGS.values() for p in paths]
+_PATH_LIST = "[" + ", ".join(f"'{p}'" for p in _PATHS) + "]"
+# Every structured-output key contains this; a cheap substring test spares the JSON
+# parse of the other rows when looking for the distinct settings.
+_SETTINGS_HINT = "esponse"
+_OUTPUT_COLUMNS = ("response", "status", "processed_time")
+
+
+def _setting(e: exp.Expression, name: str) -> exp.Expression:
+    """COALESCE over the spellings of one setting in the extracted path list `e` (1-based)."""
+    start = _PATHS.index(_SETTINGS[name][0]) + 1
+    items = [sql_fragment(f"E[{start + i}]", E=e) for i in range(len(_SETTINGS[name]))]
+    return exp.Coalesce(this=items[0], expressions=items[1:])
+
+
+def _settings_key(e: exp.Expression) -> exp.Expression:
+    """The structured-output settings of a row as one text key: [mime, schema, jsonSchema] in JSON."""
+    parts = [_setting(e, n) for n in ("mime", "schema", "json_schema")]
+    return sql_fragment(
+        "CASE WHEN COALESCE(A, B, C) IS NOT NULL THEN CAST(TO_JSON(LIST) AS TEXT) END",
+        A=parts[0], B=parts[1], C=parts[2], LIST=exp.Array(expressions=parts),
+    )
+
+
+@dataclasses.dataclass
+class _Plan:
+    """What one job reads and writes, and the statements that do it (rendered once, run per chunk)."""
+
+    source: Relation
+    destination: Relation
+    destination_kind: str | None
+    columns: list[str]
+    request: str
+    low: int
+    high: int
+    total: int
+    tag: str
+    temps: list[Relation] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def inspect(cls, cursor: duckdb.DuckDBPyConnection, source: Relation, destination: Relation, tag: str) -> "_Plan":
+        kind = _relation_kind(cursor, source)
+        if kind is None:
+            raise PredictorError(f"Batch job input {source} does not exist; materialize the request table first.")
+        if source == destination:
+            raise PredictorError(f"Batch job input and output are the same table {source}; name another destination.")
+        columns = [r[0] for r in cursor.execute(*_catalog_query("columns", source, "column_name")).fetchall()]
+        by_lower = {c.lower(): c for c in columns}
+        if "request" not in by_lower:
+            raise PredictorError(
+                f"Batch job input {source} has no column named 'request' (columns: {', '.join(columns)}). "
+                f"The model's SQL must select the GenerateContentRequest JSON AS request."
+            )
+        reserved = [by_lower[c] for c in _OUTPUT_COLUMNS if c in by_lower]
+        if reserved:
+            raise PredictorError(
+                f"Batch job input {source} has column(s) {', '.join(reserved)}, which the output table adds; "
+                f"rename them in the model's SQL."
+            )
+        plan = cls(source, destination, _relation_kind(cursor, destination), columns, by_lower["request"], 0, -1, 0, tag)
+        if kind == "VIEW":
+            # rowid ranges need a table: a view is read once into a temp snapshot.
+            snapshot = plan._temp("source")
+            cursor.execute(exp.Create(this=snapshot.table(), kind="TABLE", expression=exp.select("*").from_(source.table()),
+                                      properties=exp.Properties(expressions=[exp.TemporaryProperty()])).sql("duckdb"))
+            plan.source = snapshot
+        low, high, total = cursor.execute(
+            exp.select("MIN(rowid)", "MAX(rowid)", "COUNT(*)").from_(plan.source.table()).sql("duckdb")
+        ).fetchone()
+        plan.low, plan.high, plan.total = (low or 0), (high if high is not None else -1), total
+        return plan
+
+    def chunks(self, size: int):
+        for low in range(self.low, self.high + 1, size):
+            yield low, low + size
+
+    def _temp(self, what: str) -> Relation:
+        relation = Relation("temp", "main", f"__bqbatch_{what}_{self.tag}")
+        if relation not in self.temps:
+            self.temps.append(relation)
+        return relation
+
+    # -- DDL -----------------------------------------------------------------------
+
+    def create_destination(self) -> list[str]:
+        """Replace the destination by an empty table: the source's columns, then the output columns."""
+        query = exp.select(
+            "s.*", "CAST(NULL AS JSON) AS response", "CAST(NULL AS TEXT) AS status",
+            "CAST(NULL AS TIMESTAMP) AS processed_time", dialect="duckdb",
+        ).from_(self.source.table(alias="s")).limit(0)
+        statements = [exp.Create(this=self.destination.table(), kind="TABLE", expression=query, replace=True)]
+        if self.destination_kind == "VIEW":  # DuckDB cannot replace a view by a table
+            statements.insert(0, exp.Drop(tables=[self.destination.table()], kind="VIEW", exists=True))
+        return [s.sql("duckdb") for s in statements]
+
+    def create_temp(self, what: str, columns: list[str]) -> str:
+        table = self._temp(what)
+        schema = exp.Schema(
+            this=table.table(),
+            expressions=[
+                exp.ColumnDef(this=exp.to_identifier(name, quoted=True), kind=exp.DataType.build(kind, dialect="duckdb"))
+                for name, kind in (c.split(" ", 1) for c in columns)
+            ],
+        )
+        return exp.Create(this=schema, kind="TABLE", properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
+                          exists=True).sql("duckdb")
+
+    def insert_lists(self, what: str, types: list[str]) -> str:
+        """INSERT of Python lists bound as array parameters: one statement per batch, no row loop."""
+        select = exp.select(*[
+            sql_fragment(f"UNNEST(CAST(${i + 1} AS {t}[]))") for i, t in enumerate(types)
+        ])
+        return exp.insert(select, self._temp(what).table()).sql("duckdb")
+
+    def clear_temp(self, what: str) -> str:
+        return exp.delete(self._temp(what).table()).sql("duckdb")
+
+    def drop_temps(self) -> list[str]:
+        return [exp.Drop(tables=[t.table()], kind="TABLE", exists=True).sql("duckdb") for t in self.temps]
+
+    # -- per-chunk queries --------------------------------------------------------------
+
+    def _rows(self) -> exp.Select:
+        """The chunk's rows ($1 <= rowid < $2), validated, hashed, with the injected-failure draw.
+
+        __bqb_v: NULL or the Vertex status text from the shared rules; __bqb_j: the
+        request of valid rows only, so no JSON function ever sees garbage.
+        """
+        from bqbatch_sql.validate import request_status_sql
+
+        request = exp.column(self.request, table="s", quoted=True)
+        inner = exp.select(
+            sql_fragment("s.*"),
+            sql_fragment("s.rowid").as_("__bqb_rid"),
+            request_status_sql(request.copy(), "duckdb").as_("__bqb_v"),
+            sql_fragment("HASH(R)", R=request).as_("__bqb_h"),
+            sql_fragment("HASH(R, s.rowid)", R=request).as_("__bqb_fh"),
+        ).from_(self.source.table(alias="s")).where("s.rowid >= $1 AND s.rowid < $2", dialect="duckdb")
+        return exp.select(
+            "l1.*",
+            sql_fragment("CASE WHEN __bqb_v IS NULL THEN R END", R=exp.column(self.request, quoted=True)).as_("__bqb_j"),
+        ).from_(inner.subquery("l1"))
+
+    def _with_failures(self, failure_rate: float) -> tuple[exp.Select, exp.Expression]:
+        failed, status = failure_sql(exp.column("__bqb_fh"), failure_rate)
+        rows = exp.select("l2.*", failed.as_("__bqb_fail")).from_(self._rows().subquery("l2"))
+        return rows, status
+
+    def function_inputs(self, failure_rate: float) -> str:
+        rows, _ = self._with_failures(failure_rate)
+        query = exp.select("__bqb_rid", sql_fragment("CAST(__bqb_j AS TEXT)")).from_(rows.subquery("l3")).where(
+            "__bqb_v IS NULL AND NOT __bqb_fail", dialect="duckdb"
+        )
+        return query.sql("duckdb")
+
+    def chunk_insert(self, version: str, failure_rate: float, *, templates: bool, function: bool) -> str:
+        """INSERT INTO destination SELECT ...: one output row per source row of the chunk, in rowid order."""
+        rows, failure_status = self._with_failures(failure_rate)
+        if function:
+            fn = self._temp("fn").table(alias="f")
+            answered = exp.select("l3.*", "f.response AS __bqb_out", "f.error AS __bqb_err").from_(
+                rows.subquery("l3")).join(fn, on="f.rid = l3.__bqb_rid", join_type="left")
+            response = sql_fragment("CAST(__bqb_out AS JSON)")
+            missing = exp.Literal.string(function_error_status("?", "no result was recorded for this row"))
+            error = sql_fragment("COALESCE(__bqb_err, CASE WHEN __bqb_out IS NULL THEN M END)", M=missing)
+        else:
+            e = exp.column("__bqb_e")
+            tag = exp.column("__bqb_tag")
+            parsed = exp.select(
+                "l3.*",
+                sql_fragment("ARRAY_TO_STRING(__bqb_j ->> '$.contents[*].parts[*].text', ' ')").as_("__bqb_prompt"),
+                sql_fragment(f"__bqb_j ->> {_PATH_LIST}").as_("__bqb_e"),
+                sql_fragment("LEFT(PRINTF('%016x', __bqb_h), 8)").as_("__bqb_tag"),
+            ).from_(rows.subquery("l3"))
+            default_text = default_text_sql(exp.column("__bqb_prompt"), tag)
+            if templates:
+                text = sql_fragment("CASE WHEN m.template IS NOT NULL THEN REPLACE(m.template, MARK, TAG) ELSE D END",
+                                    MARK=exp.Literal.string(HASH_MARKER), TAG=tag, D=default_text)
+                answered = exp.select("l4.*", text.as_("__bqb_text"), "m.error AS __bqb_err").from_(
+                    parsed.subquery("l4")).join(
+                    self._temp("templates").table(alias="m"),
+                    on=sql_fragment("m.key = K", K=_settings_key(exp.column("__bqb_e", table="l4"))),
+                    join_type="left",
+                )
+            else:
+                answered = exp.select("l4.*", default_text.as_("__bqb_text"), "NULL AS __bqb_err").from_(
+                    parsed.subquery("l4"))
+            system = _setting(e, "system")
+            prompt_tokens = token_estimate_sql(sql_fragment("LENGTH(P) + LENGTH(COALESCE(S, ''))",
+                                                            P=exp.column("__bqb_prompt"), S=system))
+            response = response_json_sql(exp.column("__bqb_text"), prompt_tokens,
+                                          token_estimate_sql(sql_fragment("LENGTH(__bqb_text)")), version)
+            error = exp.column("__bqb_err")
+        ok = sql_fragment("__bqb_v IS NULL AND NOT __bqb_fail AND ERR IS NULL", ERR=error)
+        status = sql_fragment(
+            "CASE WHEN __bqb_v IS NOT NULL THEN __bqb_v WHEN __bqb_fail THEN F WHEN ERR IS NOT NULL THEN ERR ELSE '' END",
+            F=failure_status, ERR=error,
+        )
+        select = exp.select(
+            *[exp.column(c, quoted=True) for c in self.columns],
+            exp.Case().when(ok, response).as_("response"),
+            status.as_("status"),
+            sql_fragment("CAST($3 AS TIMESTAMP)").as_("processed_time"),
+        ).from_(answered.subquery("l5"))
+        if function or templates:
+            select = select.order_by("__bqb_rid")  # a hash join does not keep the table's order
+        columns = [*self.columns, *_OUTPUT_COLUMNS]
+        return exp.insert(select, self.destination.table(), columns=[exp.to_identifier(c, quoted=True) for c in columns]).sql("duckdb")
+
+    def written_counts(self) -> str:
+        """Rows written since row $1 of the destination, and how many of them failed."""
+        return exp.select("COUNT(*)", "COUNT(*) FILTER (WHERE status <> '')").from_(self.destination.table()).where(
+            "rowid >= $1", dialect="duckdb").sql("duckdb")
+
+    def distinct_output_settings(self) -> str:
+        """The distinct structured-output settings of the source (a few, usually), as text keys."""
+        request = exp.column(self.request, table="s", quoted=True)
+        extracted = exp.select(
+            sql_fragment(f"(CASE WHEN JSON_VALID(R) THEN R END) ->> {_PATH_LIST}", R=request).as_("__bqb_e")
+        ).from_(self.source.table(alias="s")).where(
+            sql_fragment("CONTAINS(CAST(R AS TEXT), HINT)", R=request, HINT=exp.Literal.string(_SETTINGS_HINT)))
+        keys = exp.select(_settings_key(exp.column("__bqb_e")).as_("k")).from_(extracted.subquery("x"))
+        return exp.select("k").distinct().from_(keys.subquery("y")).where("k IS NOT NULL").sql("duckdb")
+
+
+def _catalog_query(what: str, relation: Relation, column: str) -> tuple[str, list[Any]]:
+    where = "table_schema = $1 AND table_name = $2" + (" AND table_catalog = $3" if relation.database else "")
+    params = [relation.schema, relation.name] + ([relation.database] if relation.database else [])
+    order = " ORDER BY ordinal_position" if what == "columns" else ""
+    return f"SELECT {column} FROM information_schema.{what} WHERE {where}{order}", params
+
+
+def _relation_kind(cursor: duckdb.DuckDBPyConnection, relation: Relation) -> str | None:
+    rows = cursor.execute(*_catalog_query("tables", relation, "table_type")).fetchall()
+    if not rows:
+        return None
+    return "VIEW" if rows[0][0] == "VIEW" else "TABLE"
