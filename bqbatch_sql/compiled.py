@@ -34,7 +34,8 @@ def compile_model(manifest: Manifest, model: Model) -> CompiledModel:
     )
     tree = parse_model_sql(rendered, path=model.path, model=model.name)
     dialect = manifest.target.dialect
-    query = tree if dialect == "bigquery" else to_dialect(tree, dialect, path=model.path, model=model.name)
+    # The tree is ours alone, so the dialect rewrite may work in place.
+    query = to_dialect(tree, dialect, path=model.path, model=model.name, copy=False)
     return CompiledModel(model, relation, rendered.strip() + "\n", query)
 
 

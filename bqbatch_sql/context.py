@@ -47,7 +47,8 @@ class Context:
     @functools.cached_property
     def manifest(self) -> Manifest:
         renderer = Renderer(self.project.macro_files, self.project.root, self.target_info,
-                            self.variables, self.project.config.vars)
+                            self.variables, self.project.config.vars,
+                            cache_dir=self.project.target_dir / "cache" / "jinja")
         return build_manifest(self.project, renderer, self.target_info)
 
     @property

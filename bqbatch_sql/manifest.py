@@ -30,13 +30,9 @@ class Manifest:
     graph: Graph
     relations: dict[str, Relation] = field(default_factory=dict)  # unique id -> relation
 
-    @property
-    def models(self) -> dict[str, Model]:
-        return {m.unique_id: m for m in self.project.models.values()}
-
-    @property
-    def seeds(self) -> dict[str, Seed]:
-        return {s.unique_id: s for s in self.project.seeds.values()}
+    def __post_init__(self) -> None:
+        self.models: dict[str, Model] = {m.unique_id: m for m in self.project.models.values()}
+        self.seeds: dict[str, Seed] = {s.unique_id: s for s in self.project.seeds.values()}
 
     def node(self, unique_id: str) -> Model | Seed:
         return self.models.get(unique_id) or self.seeds[unique_id]

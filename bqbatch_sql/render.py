@@ -131,7 +131,7 @@ def _template_line(path: str) -> int | None:
 
 class Renderer:
     def __init__(self, macro_files: list[Path], project_root: Path, target: TargetInfo,
-                 variables: dict[str, Any], project_vars: dict[str, Any]):
+                 variables: dict[str, Any], project_vars: dict[str, Any], cache_dir: Path | None = None):
         self.root = project_root
         self.target = target
         self.vars = {**project_vars, **variables}
@@ -142,6 +142,7 @@ class Renderer:
             autoescape=False,
             keep_trailing_newline=True,
             cache_size=-1,
+            bytecode_cache=_bytecode_cache(cache_dir),
         )
         self.env.globals.update(MACRO_GLOBALS)
         self.env.globals.update(
@@ -281,6 +282,21 @@ class Renderer:
             raise RenderError(f"{frame.label}{where}{_at(line)}: {type(e).__name__}: {e}") from e
         finally:
             _current.reset(token)
+
+
+def _bytecode_cache(cache_dir: Path | None) -> jinja2.BytecodeCache | None:
+    """Compiled templates kept across runs: compiling Jinja is most of a cold parse.
+
+    Jinja keys each entry by template name and source checksum, so an edited model
+    is never served stale code.
+    """
+    if cache_dir is None:
+        return None
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None  # a read-only project still compiles, only slower
+    return jinja2.FileSystemBytecodeCache(str(cache_dir))
 
 
 def _label(model: Model) -> str:
