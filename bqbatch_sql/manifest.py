@@ -50,14 +50,14 @@ class Manifest:
         uid = self.ref_target(name)
         if uid is None:  # checked in the parse pass; a ref from a hook lands here
             raise RenderError(f"{_label(model)} depends on a node named '{name}' which was not found.")
-        return self.relations[uid]
+        relation = self.relations[uid]
+        base, sep, suffix = name.rpartition("__")
+        if sep and suffix in BATCH_SUFFIXES and uid == f"model.{base}":
+            return relation.with_name(f"{relation.name}__{suffix}")
+        return relation
 
     def ref_target(self, name: str) -> str | None:
-        if name in self.project.models:
-            return self.project.models[name].unique_id
-        if name in self.project.seeds:
-            return self.project.seeds[name].unique_id
-        return None
+        return _ref_uid(self.project, name)
 
     def resolve_source(self, model: Model, source_name: str, table: str) -> Relation:
         source = self.project.sources.get((source_name, table))
@@ -65,6 +65,22 @@ class Manifest:
             raise RenderError(f"{_label(model)} depends on source '{source_name}.{table}' which was not found.")
         rel = source.relation
         return Relation(rel.database or self.target.database, rel.schema or self.target.schema, rel.name)
+
+
+# A batch_prediction model `m` also makes `m__requests` and `m__parsed`; ref() reaches them.
+BATCH_SUFFIXES = ("requests", "parsed")
+
+
+def _ref_uid(project: Project, name: str) -> str | None:
+    if name in project.models:
+        return project.models[name].unique_id
+    if name in project.seeds:
+        return project.seeds[name].unique_id
+    base, sep, suffix = name.rpartition("__")
+    model = project.models.get(base) if sep and suffix in BATCH_SUFFIXES else None
+    if model is not None and model.config is not None and model.config.materialized == "batch_prediction":
+        return model.unique_id
+    return None
 
 
 def _label(model: Model) -> str:
@@ -77,9 +93,10 @@ def build_manifest(project: Project, renderer: Renderer, target: TargetInfo) -> 
     for seed in project.seeds.values():
         relations[seed.unique_id] = Relation(target.database, target.schema, seed.name)
 
+    records = {}
     for model in project.models.values():
         provisional = Relation(target.database, target.schema, model.name)
-        record = renderer.parse(model, provisional)
+        record = records[model.name] = renderer.parse(model, provisional)
         merged = folder_config.for_model(model)
         _merge(merged, normalize_config_keys(model.yml_config))
         _merge(merged, normalize_config_keys(record.config))
@@ -87,18 +104,21 @@ def build_manifest(project: Project, renderer: Renderer, target: TargetInfo) -> 
             model.config = ModelConfig.model_validate(merged)
         except ValidationError as e:
             raise ConfigError(describe_validation_error(e, f"The config of {_label(model)}")) from None
+        schema = f"{target.schema}_{model.config.schema_}" if model.config.schema_ else target.schema
+        relations[model.unique_id] = Relation(target.database, schema, model.config.alias or model.name)
+
+    for model in project.models.values():
+        record = records[model.name]
         model.refs = [name for name, _ in record.refs]
         model.sources = [(s, t) for s, t, _ in record.sources]
         deps = []
         for name, line in record.refs:
-            if name in project.models or name in project.seeds:
-                deps.append(project.models[name].unique_id if name in project.models else project.seeds[name].unique_id)
-                continue
-            at = f", line {line}" if line else ""
-            hint = did_you_mean(name, [*project.models, *project.seeds])
-            raise RenderError(
-                f"{_label(model)}{at} depends on a node named '{name}' which was not found.{hint}"
-            )
+            uid = _ref_uid(project, name)
+            if uid is None:
+                at = f", line {line}" if line else ""
+                hint = did_you_mean(name, [*project.models, *project.seeds])
+                raise RenderError(f"{_label(model)}{at} depends on a node named '{name}' which was not found.{hint}")
+            deps.append(uid)
         for source_name, table, line in record.sources:
             if (source_name, table) not in project.sources:
                 at = f", line {line}" if line else ""
@@ -109,8 +129,6 @@ def build_manifest(project: Project, renderer: Renderer, target: TargetInfo) -> 
                     f"Declare it under 'sources:' in a models/*.yml file."
                 )
         model.depends_on = deps
-        schema = f"{target.schema}_{model.config.schema_}" if model.config.schema_ else target.schema
-        relations[model.unique_id] = Relation(target.database, schema, model.config.alias or model.name)
 
     parents: dict[str, list[str]] = {s.unique_id: [] for s in project.seeds.values()}
     parents.update({m.unique_id: m.depends_on for m in project.models.values() if m.config.enabled})
