@@ -20,7 +20,7 @@ from sqlglot import exp
 from bqbatch_sql.compile import parse_model_sql, to_dialect, transpile
 from bqbatch_sql.compiled import CompiledModel
 from bqbatch_sql.errors import JobNotFoundError, PredictorError, RequestTableError
-from bqbatch_sql.ledger import LIVE_STATES, Ledger
+from bqbatch_sql.ledger import LIVE_STATES
 from bqbatch_sql.nodes import Relation
 from bqbatch_sql.predictors.base import BatchJob, BatchJobSpec, JobState
 
@@ -54,7 +54,7 @@ def run_batch_prediction(runner: "Runner", compiled: CompiledModel, result: "Nod
     output = compiled.relation
     requests = requests_relation(output)
     predictor = ctx.predictor
-    ledger = Ledger(adapter, output.schema, output.database)
+    ledger = ctx.ledger
     fp = fingerprint(compiled, predictor.name)
     full_refresh = runner.options.full_refresh
     reporter = runner.reporter
@@ -149,10 +149,19 @@ def _wait(predictor, job: BatchJob, reporter, name: str) -> BatchJob:
         progress.close()
 
 
+# An order-independent checksum of whole rows. Each warehouse has its own row hash
+# (BigQuery's FarmHash does not exist in DuckDB); the value is only ever compared
+# with one computed by the same warehouse.
+_ROW_HASH = {
+    "bigquery": "BIT_XOR(FARM_FINGERPRINT(TO_JSON_STRING(t)))",
+    "duckdb": "BIT_XOR(HASH(t))",
+}
+
+
 def _data_checksum(adapter, relation: Relation) -> str:
-    """A checksum of the request rows, computed in the warehouse (order-independent)."""
-    sql = (f"SELECT COUNT(*), BIT_XOR(FARM_FINGERPRINT(TO_JSON_STRING(t))) FROM {relation.sql('bigquery')} AS t")
-    count, digest = adapter.fetchall(transpile(sql, adapter.dialect))[0]
+    """A checksum of the request rows, computed in the warehouse."""
+    sql = f"SELECT COUNT(*), {_ROW_HASH[adapter.dialect]} FROM {relation.sql(adapter.dialect)} AS t"
+    count, digest = adapter.fetchall(sql)[0]
     return f"{count}:{digest}"
 
 

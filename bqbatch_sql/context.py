@@ -74,6 +74,13 @@ class Context:
 
         return make_predictor(self.target.config.predictor, self)
 
+    @functools.cached_property
+    def ledger(self):
+        from bqbatch_sql.ledger import Ledger
+
+        info = self.target_info
+        return Ledger(self.adapter, info.schema, info.database)
+
     def close(self) -> None:
         if "adapter" in self.__dict__:
             self.adapter.close()

@@ -9,6 +9,7 @@ place; the newest row of a job name is its current state.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from dataclasses import dataclass
 
 from sqlglot import exp
@@ -60,18 +61,22 @@ class Ledger:
         self.adapter = adapter
         self.relation = Relation(database, schema, LEDGER_TABLE)
         self._ready = False
+        self._lock = threading.Lock()  # models running in parallel share one ledger
 
     def _sql(self, bigquery_sql: str) -> str:
         return transpile(bigquery_sql, self.adapter.dialect)
 
     def _ensure(self) -> None:
-        if self._ready:
-            return
+        with self._lock:
+            if not self._ready:
+                self._create()
+                self._ready = True
+
+    def _create(self) -> None:
         columns = [exp.ColumnDef(this=exp.to_identifier(name, quoted=True),
                                  kind=exp.DataType.build(kind, dialect="bigquery")) for name, kind in _COLUMNS]
         create = exp.Create(this=exp.Schema(this=self.relation.table(), expressions=columns), kind="TABLE", exists=True)
         self.adapter.execute(create.sql(dialect=self.adapter.dialect))
-        self._ready = True
 
     def record(self, model_unique_id: str, fingerprint: str, data_checksum: str | None, backend: str,
                job: BatchJob, source: Relation, destination: Relation) -> None:

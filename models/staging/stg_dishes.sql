@@ -1,0 +1,6 @@
+select
+  dish_id,
+  trim(dish) as dish,
+  cuisine,
+  servings
+from {{ ref('dishes') }}

@@ -1,0 +1,3 @@
+select review_id, product, rating, review_text
+from {{ ref('reviews') }}
+where rating >= {{ var('min_rating') }}
