@@ -127,6 +127,22 @@ def run_batch_prediction(runner: "Runner", compiled: CompiledModel, result: "Nod
     _parsed_view(runner, compiled, requests)
 
 
+def validate_model(ctx, compiled: CompiledModel):
+    """`bqbatch validate`: materialize the request table and check it, submitting nothing."""
+    from bqbatch_sql.validate import validate_relation
+
+    model = compiled.model
+    # A table of its own: <model>__requests may be the input of a live job.
+    preview = compiled.relation.with_name(f"{compiled.relation.name}__requests_validate")
+    ctx.adapter.create_schema(preview.schema)
+    ctx.adapter.create_table_as(preview, compiled.query)
+    try:
+        return validate_relation(ctx.adapter, preview, model=model.name, path=model.path,
+                                 key_columns=model.config.key_columns)
+    finally:
+        ctx.adapter.drop_relation(preview)
+
+
 def _label_value(text: str) -> str:
     # Vertex label values: lowercase letters, digits, '-' and '_', at most 63 characters.
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in text.lower())[:63]
@@ -165,21 +181,23 @@ def _data_checksum(adapter, relation: Relation) -> str:
     return f"{count}:{digest}"
 
 
-def _status_expr(adapter) -> exp.Expression:
+def _status_expr(adapter, requests: Relation) -> exp.Expression:
     from bqbatch_sql.validate import request_status_sql
 
-    return request_status_sql(exp.column("request", quoted=True), adapter.dialect)
+    kind = next(c.data_type for c in adapter.columns(requests) if c.name.lower() == "request")
+    return request_status_sql(exp.column("request", quoted=True), adapter.dialect, request_type=kind)
 
 
 def _split_valid(adapter, requests: Relation, valid: Relation) -> None:
-    query = exp.select("*").from_(requests.table()).where(exp.Is(this=_status_expr(adapter), expression=exp.Null()))
+    status = _status_expr(adapter, requests)
+    query = exp.select("*").from_(requests.table()).where(exp.Is(this=status, expression=exp.Null()))
     adapter.create_table_as(valid, query)
 
 
 def _append_invalid(adapter, requests: Relation, output: Relation) -> None:
     """Rows held back by on_invalid='skip' join the output with their status, as Vertex would write them."""
     columns = [c.name for c in adapter.columns(requests)]
-    status = _status_expr(adapter)
+    status = _status_expr(adapter, requests)
     select = exp.select(
         *[exp.column(c, quoted=True) for c in columns],
         exp.cast(exp.Null(), exp.DataType.build("JSON")).as_("response"),

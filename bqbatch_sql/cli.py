@@ -175,3 +175,28 @@ def debug(project_dir, profiles_dir, target, vars_, debug):
     ctx = _context(project_dir, profiles_dir, target, vars_)
     for line in ctx.debug_report():
         click.echo(line)
+
+
+@main.command()
+@_common
+@_selection
+@_handle_errors
+def validate(project_dir, profiles_dir, target, vars_, debug, select, exclude):
+    """Check the request tables of batch_prediction models, row by row, without submitting.
+
+    Materializes each selected model's <model>__requests table (its upstream models must
+    exist: run `bqbatch build --exclude config.materialized:batch_prediction` first) and
+    reports the invalid rows, counted by kind, with the first offenders and the fix.
+    Exits 1 when any request is invalid.
+    """
+    ctx = _context(project_dir, profiles_dir, target, vars_)
+    try:
+        reports = ctx.validate(select, exclude)
+    finally:
+        ctx.close()
+    if not reports:
+        click.echo("No batch_prediction model is selected.")
+    for report in reports:
+        click.echo(report.render())
+    if any(r.invalid or r.over_job_limit for r in reports):
+        sys.exit(1)

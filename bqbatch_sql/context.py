@@ -109,6 +109,22 @@ class Context:
         write_manifest(manifest, compiled)
         return list(compiled.values())
 
+    def validate(self, select=None, exclude=None):
+        """Validate the request tables of the selected batch_prediction models; submit nothing.
+
+        Their upstream models must have been built (`bqbatch run` or `build`) first.
+        """
+        from bqbatch_sql.batch import validate_model
+        from bqbatch_sql.compiled import compile_model
+
+        manifest = self.manifest
+        reports = []
+        for uid in self.select(select, exclude, {"model"}):
+            model = manifest.models[uid]
+            if model.config.materialized == "batch_prediction":
+                reports.append(validate_model(self, compile_model(manifest, model)))
+        return reports
+
     def run(self, select=None, exclude=None, *, resource_types=frozenset({"model"}), reporter=None,
             full_refresh: bool = False, debug: bool = False, args: dict | None = None):
         """Run the selected nodes; write target/run_results.json and target/manifest.json."""
