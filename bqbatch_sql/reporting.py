@@ -54,8 +54,12 @@ class Reporter:
         if result.status == "error":
             for text_line in result.message.splitlines():
                 self.line(f"    [red]{escape(text_line)}[/red]")
-        elif result.status == "skipped" and result.message:
+        elif result.message:
             self.line(f"    {escape(result.message)}")
+        if result.batch and not result.batch.get("reused"):
+            b = result.batch
+            self.line(escape(f"    {b['rows']:,} rows: {b['succeeded']:,} succeeded, {b['failed']:,} failed; "
+                             f"tokens {b['prompt_tokens']:,} in, {b['output_tokens']:,} out, {b['total_tokens']:,} total"))
 
     def summary(self, results: list[NodeResult], elapsed: float) -> None:
         counts = {s: sum(r.status == s for r in results) for s in ("success", "error", "skipped")}
