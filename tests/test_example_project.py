@@ -8,7 +8,9 @@ import shutil
 import duckdb
 import pytest
 
-from conftest import REPO
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
 
 SEEDS_STATUS = (
     'Bad Request: {"error": {"code": 400, "message": "Please use a valid role: user, model.", '
