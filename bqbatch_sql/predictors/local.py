@@ -201,10 +201,14 @@ class LocalPredictor:
         try:
             for statement in plan.create_destination():
                 cursor.execute(statement)
+            # One validation pass over the whole table: the shared rules are a large
+            # expression that DuckDB takes ~0.5 s to plan, too much to pay per chunk.
+            # Only the failing rows are kept, so the chunks' join on it is cheap.
+            cursor.execute(plan.validate_all())
             using_function = settings.function is not None
             templates = False
             if using_function:
-                cursor.execute(plan.create_temp("fn", ["rid BIGINT", "response TEXT", "error TEXT"]))
+                cursor.execute(plan.create_scratch("fn", ["rid BIGINT", "response TEXT", "error TEXT"]))
             elif plan.total:
                 templates = self._load_templates(run, cursor, plan)
             statement = plan.chunk_insert(
@@ -217,6 +221,8 @@ class LocalPredictor:
                     raise JobCancelled()
                 if using_function:
                     self._call_function(run, cursor, plan, low, high)
+                    if run.cancel.is_set():  # asked while the function ran: the chunk is dropped whole
+                        raise JobCancelled()
                 cursor.execute(statement, [low, high, _utcnow().replace(tzinfo=None)])
                 done, failed = cursor.execute(counts, [written]).fetchone()
                 written += done
@@ -224,7 +230,7 @@ class LocalPredictor:
                     run.job.succeeded += done - failed
                     run.job.failed += failed
         finally:
-            for statement in plan.drop_temps():
+            for statement in plan.drop_scratch():
                 cursor.execute(statement)
 
     def _load_templates(self, run: _Run, cursor: duckdb.DuckDBPyConnection, plan: "_Plan") -> bool:
@@ -243,7 +249,7 @@ class LocalPredictor:
                 text, error = _template_for(key)
                 keys.append(key), texts.append(text), errors.append(error)
             if not created:
-                cursor.execute(plan.create_temp("templates", ["key TEXT", "template TEXT", "error TEXT"]))
+                cursor.execute(plan.create_scratch("templates", ["key TEXT", "template TEXT", "error TEXT"]))
                 created = True
             cursor.execute(plan.insert_lists("templates", ["TEXT", "TEXT", "TEXT"]), [keys, texts, errors])
         return created
@@ -252,7 +258,7 @@ class LocalPredictor:
         """Stream one chunk's valid requests through the user's function into the results temp table."""
         settings = run.settings
         version = model_version(run.spec.model_id)
-        cursor.execute(plan.clear_temp("fn"))
+        cursor.execute(plan.clear_scratch("fn"))
         insert = plan.insert_lists("fn", ["BIGINT", "TEXT", "TEXT"])
         result = self._reader(run).execute(plan.function_inputs(settings.failure_rate), [low, high])
         rids: list[int] = []
@@ -387,8 +393,12 @@ _SETTINGS = {
         f"$.{g}.{k}" for g in ("generationConfig", "generation_config") for k in ("responseJsonSchema", "response_json_schema")
     ],
 }
-_PATHS = [p for paths in _SETTINGS.values() for p in paths]
-_PATH_LIST = "[" + ", ".join(f"'{p}'" for p in _PATHS) + "]"
+_PATHS = [p for paths in _SETTINGS.values() for p in paths]  # "system" first: rows without templates read only it
+
+
+def _path_list(paths: list[str]) -> str:
+    return "[" + ", ".join(f"'{p}'" for p in paths) + "]"
+
 # Every structured-output key contains this; a cheap substring test spares the JSON
 # parse of the other rows when looking for the distinct settings.
 _SETTINGS_HINT = "esponse"
@@ -413,7 +423,11 @@ def _settings_key(e: exp.Expression) -> exp.Expression:
 
 @dataclasses.dataclass
 class _Plan:
-    """What one job reads and writes, and the statements that do it (rendered once, run per chunk)."""
+    """What one job reads and writes, and the statements that do it (rendered once, run per chunk).
+
+    Scratch tables (`__bqbatch_<what>_<job>` next to the destination, dropped when
+    the job ends) are plain tables: the job's second connection reads them too.
+    """
 
     source: Relation
     destination: Relation
@@ -424,7 +438,7 @@ class _Plan:
     high: int
     total: int
     tag: str
-    temps: list[Relation] = dataclasses.field(default_factory=list)
+    scratch: list[Relation] = dataclasses.field(default_factory=list)
 
     @classmethod
     def inspect(cls, cursor: duckdb.DuckDBPyConnection, source: Relation, destination: Relation, tag: str) -> "_Plan":
@@ -448,10 +462,10 @@ class _Plan:
             )
         plan = cls(source, destination, _relation_kind(cursor, destination), columns, by_lower["request"], 0, -1, 0, tag)
         if kind == "VIEW":
-            # rowid ranges need a table: a view is read once into a temp snapshot.
-            snapshot = plan._temp("source")
-            cursor.execute(exp.Create(this=snapshot.table(), kind="TABLE", expression=exp.select("*").from_(source.table()),
-                                      properties=exp.Properties(expressions=[exp.TemporaryProperty()])).sql("duckdb"))
+            # rowid ranges need a table: a view is read once into a snapshot.
+            snapshot = plan._scratch("source")
+            cursor.execute(exp.Create(this=snapshot.table(), kind="TABLE", replace=True,
+                                      expression=exp.select("*").from_(source.table())).sql("duckdb"))
             plan.source = snapshot
         low, high, total = cursor.execute(
             exp.select("MIN(rowid)", "MAX(rowid)", "COUNT(*)").from_(plan.source.table()).sql("duckdb")
@@ -463,10 +477,10 @@ class _Plan:
         for low in range(self.low, self.high + 1, size):
             yield low, low + size
 
-    def _temp(self, what: str) -> Relation:
-        relation = Relation("temp", "main", f"__bqbatch_{what}_{self.tag}")
-        if relation not in self.temps:
-            self.temps.append(relation)
+    def _scratch(self, what: str) -> Relation:
+        relation = self.destination.with_name(f"__bqbatch_{what}_{self.tag}")
+        if relation not in self.scratch:
+            self.scratch.append(relation)
         return relation
 
     # -- DDL -----------------------------------------------------------------------
@@ -482,101 +496,100 @@ class _Plan:
             statements.insert(0, exp.Drop(tables=[self.destination.table()], kind="VIEW", exists=True))
         return [s.sql("duckdb") for s in statements]
 
-    def create_temp(self, what: str, columns: list[str]) -> str:
-        table = self._temp(what)
+    def validate_all(self) -> str:
+        """The rows the shared rules reject, with their Vertex status, into the 'invalid' scratch table."""
+        from bqbatch_sql.validate import request_status_sql
+
+        status = request_status_sql(exp.column(self.request, table="s", quoted=True), "duckdb")
+        checked = exp.select("s.rowid AS rid", copy=False).select(status.as_("v", copy=False), copy=False).from_(
+            self.source.table(alias="s"), copy=False)
+        query = exp.select("rid", "v").from_(checked.subquery("c", copy=False), copy=False).where("v IS NOT NULL")
+        return exp.Create(this=self._scratch("invalid").table(), kind="TABLE", expression=query, replace=True).sql("duckdb")
+
+    def create_scratch(self, what: str, columns: list[str]) -> str:
         schema = exp.Schema(
-            this=table.table(),
+            this=self._scratch(what).table(),
             expressions=[
                 exp.ColumnDef(this=exp.to_identifier(name, quoted=True), kind=exp.DataType.build(kind, dialect="duckdb"))
                 for name, kind in (c.split(" ", 1) for c in columns)
             ],
         )
-        return exp.Create(this=schema, kind="TABLE", properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
-                          exists=True).sql("duckdb")
+        return exp.Create(this=schema, kind="TABLE", replace=True).sql("duckdb")
 
     def insert_lists(self, what: str, types: list[str]) -> str:
         """INSERT of Python lists bound as array parameters: one statement per batch, no row loop."""
         select = exp.select(*[
             sql_fragment(f"UNNEST(CAST(${i + 1} AS {t}[]))") for i, t in enumerate(types)
         ])
-        return exp.insert(select, self._temp(what).table()).sql("duckdb")
+        return exp.insert(select, self._scratch(what).table()).sql("duckdb")
 
-    def clear_temp(self, what: str) -> str:
-        return exp.delete(self._temp(what).table()).sql("duckdb")
+    def clear_scratch(self, what: str) -> str:
+        return exp.delete(self._scratch(what).table()).sql("duckdb")
 
-    def drop_temps(self) -> list[str]:
-        return [exp.Drop(tables=[t.table()], kind="TABLE", exists=True).sql("duckdb") for t in self.temps]
+    def drop_scratch(self) -> list[str]:
+        return [exp.Drop(tables=[t.table()], kind="TABLE", exists=True).sql("duckdb") for t in self.scratch]
 
     # -- per-chunk queries --------------------------------------------------------------
 
-    def _rows(self) -> exp.Select:
-        """The chunk's rows ($1 <= rowid < $2), validated, hashed, with the injected-failure draw.
+    def _rows(self, failure_rate: float) -> tuple[exp.Select, exp.Expression]:
+        """The chunk's rows ($1 <= rowid < $2) with their status, hashes and injected-failure draw.
 
-        __bqb_v: NULL or the Vertex status text from the shared rules; __bqb_j: the
-        request of valid rows only, so no JSON function ever sees garbage.
+        __bqb_v: NULL or the Vertex status text; __bqb_j: the request of valid rows
+        only, so no JSON function ever sees garbage.
         """
-        from bqbatch_sql.validate import request_status_sql
-
         request = exp.column(self.request, table="s", quoted=True)
-        inner = exp.select(
-            sql_fragment("s.*"),
-            sql_fragment("s.rowid").as_("__bqb_rid"),
-            request_status_sql(request.copy(), "duckdb").as_("__bqb_v"),
+        rows = exp.select(
+            "s.*", "s.rowid AS __bqb_rid", "i.v AS __bqb_v",
             sql_fragment("HASH(R)", R=request).as_("__bqb_h"),
             sql_fragment("HASH(R, s.rowid)", R=request).as_("__bqb_fh"),
-        ).from_(self.source.table(alias="s")).where("s.rowid >= $1 AND s.rowid < $2", dialect="duckdb")
-        return exp.select(
-            "l1.*",
-            sql_fragment("CASE WHEN __bqb_v IS NULL THEN R END", R=exp.column(self.request, quoted=True)).as_("__bqb_j"),
-        ).from_(inner.subquery("l1"))
-
-    def _with_failures(self, failure_rate: float) -> tuple[exp.Select, exp.Expression]:
+            sql_fragment("CASE WHEN i.v IS NULL THEN R END", R=request).as_("__bqb_j"),
+        ).from_(self.source.table(alias="s")).join(
+            self._scratch("invalid").table(alias="i"), on="i.rid = s.rowid", join_type="left"
+        ).where("s.rowid >= $1 AND s.rowid < $2", dialect="duckdb")
         failed, status = failure_sql(exp.column("__bqb_fh"), failure_rate)
-        rows = exp.select("l2.*", failed.as_("__bqb_fail")).from_(self._rows().subquery("l2"))
-        return rows, status
+        return exp.select("l1.*", failed.as_("__bqb_fail")).from_(rows.subquery("l1")), status
 
     def function_inputs(self, failure_rate: float) -> str:
-        rows, _ = self._with_failures(failure_rate)
-        query = exp.select("__bqb_rid", sql_fragment("CAST(__bqb_j AS TEXT)")).from_(rows.subquery("l3")).where(
+        rows, _ = self._rows(failure_rate)
+        query = exp.select("__bqb_rid", "CAST(__bqb_j AS TEXT)").from_(rows.subquery("l2")).where(
             "__bqb_v IS NULL AND NOT __bqb_fail", dialect="duckdb"
         )
         return query.sql("duckdb")
 
     def chunk_insert(self, version: str, failure_rate: float, *, templates: bool, function: bool) -> str:
-        """INSERT INTO destination SELECT ...: one output row per source row of the chunk, in rowid order."""
-        rows, failure_status = self._with_failures(failure_rate)
+        """INSERT INTO destination SELECT ...: one output row per source row of the chunk."""
+        rows, failure_status = self._rows(failure_rate)
         if function:
-            fn = self._temp("fn").table(alias="f")
-            answered = exp.select("l3.*", "f.response AS __bqb_out", "f.error AS __bqb_err").from_(
-                rows.subquery("l3")).join(fn, on="f.rid = l3.__bqb_rid", join_type="left")
+            answered = exp.select("l2.*", "f.response AS __bqb_out", "f.error AS __bqb_err").from_(
+                rows.subquery("l2")).join(self._scratch("fn").table(alias="f"), on="f.rid = l2.__bqb_rid", join_type="left")
             response = sql_fragment("CAST(__bqb_out AS JSON)")
             missing = exp.Literal.string(function_error_status("?", "no result was recorded for this row"))
             error = sql_fragment("COALESCE(__bqb_err, CASE WHEN __bqb_out IS NULL THEN M END)", M=missing)
         else:
-            e = exp.column("__bqb_e")
+            paths = _PATHS if templates else _SETTINGS["system"]
             tag = exp.column("__bqb_tag")
             parsed = exp.select(
-                "l3.*",
+                "l2.*",
                 sql_fragment("ARRAY_TO_STRING(__bqb_j ->> '$.contents[*].parts[*].text', ' ')").as_("__bqb_prompt"),
-                sql_fragment(f"__bqb_j ->> {_PATH_LIST}").as_("__bqb_e"),
+                sql_fragment(f"__bqb_j ->> {_path_list(paths)}").as_("__bqb_e"),
                 sql_fragment("LEFT(PRINTF('%016x', __bqb_h), 8)").as_("__bqb_tag"),
-            ).from_(rows.subquery("l3"))
+            ).from_(rows.subquery("l2"))
             default_text = default_text_sql(exp.column("__bqb_prompt"), tag)
             if templates:
                 text = sql_fragment("CASE WHEN m.template IS NOT NULL THEN REPLACE(m.template, MARK, TAG) ELSE D END",
                                     MARK=exp.Literal.string(HASH_MARKER), TAG=tag, D=default_text)
-                answered = exp.select("l4.*", text.as_("__bqb_text"), "m.error AS __bqb_err").from_(
-                    parsed.subquery("l4")).join(
-                    self._temp("templates").table(alias="m"),
-                    on=sql_fragment("m.key = K", K=_settings_key(exp.column("__bqb_e", table="l4"))),
+                answered = exp.select("l3.*", text.as_("__bqb_text"), "m.error AS __bqb_err").from_(
+                    parsed.subquery("l3")).join(
+                    self._scratch("templates").table(alias="m"),
+                    on=sql_fragment("m.key = K", K=_settings_key(exp.column("__bqb_e", table="l3"))),
                     join_type="left",
                 )
             else:
-                answered = exp.select("l4.*", default_text.as_("__bqb_text"), "NULL AS __bqb_err").from_(
-                    parsed.subquery("l4"))
-            system = _setting(e, "system")
+                answered = exp.select("l3.*", default_text.as_("__bqb_text"), "NULL AS __bqb_err").from_(
+                    parsed.subquery("l3"))
             prompt_tokens = token_estimate_sql(sql_fragment("LENGTH(P) + LENGTH(COALESCE(S, ''))",
-                                                            P=exp.column("__bqb_prompt"), S=system))
+                                                            P=exp.column("__bqb_prompt"),
+                                                            S=_setting(exp.column("__bqb_e"), "system")))
             response = response_json_sql(exp.column("__bqb_text"), prompt_tokens,
                                           token_estimate_sql(sql_fragment("LENGTH(__bqb_text)")), version)
             error = exp.column("__bqb_err")
@@ -590,9 +603,12 @@ class _Plan:
             exp.Case().when(ok, response).as_("response"),
             status.as_("status"),
             sql_fragment("CAST($3 AS TIMESTAMP)").as_("processed_time"),
-        ).from_(answered.subquery("l5"))
-        if function or templates:
-            select = select.order_by("__bqb_rid")  # a hash join does not keep the table's order
+        ).from_(answered.subquery("l4"))
+        # Keep the table's row order. The small joins (failing rows, schema templates)
+        # stream the chunk through in order; the function results may be the larger
+        # side of their join, which then reorders.
+        if function:
+            select = select.order_by("__bqb_rid")
         columns = [*self.columns, *_OUTPUT_COLUMNS]
         return exp.insert(select, self.destination.table(), columns=[exp.to_identifier(c, quoted=True) for c in columns]).sql("duckdb")
 
@@ -605,7 +621,7 @@ class _Plan:
         """The distinct structured-output settings of the source (a few, usually), as text keys."""
         request = exp.column(self.request, table="s", quoted=True)
         extracted = exp.select(
-            sql_fragment(f"(CASE WHEN JSON_VALID(R) THEN R END) ->> {_PATH_LIST}", R=request).as_("__bqb_e")
+            sql_fragment(f"(CASE WHEN JSON_VALID(R) THEN R END) ->> {_path_list(_PATHS)}", R=request).as_("__bqb_e")
         ).from_(self.source.table(alias="s")).where(
             sql_fragment("CONTAINS(CAST(R AS TEXT), HINT)", R=request, HINT=exp.Literal.string(_SETTINGS_HINT)))
         keys = exp.select(_settings_key(exp.column("__bqb_e")).as_("k")).from_(extracted.subquery("x"))
