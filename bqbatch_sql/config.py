@@ -127,7 +127,70 @@ class VertexPredictorConfig(Strict):
     gcs_destination: str | None = None  # gs://bucket/prefix: JSONL output instead of a BigQuery table
 
 
-PredictorConfig = Annotated[Union[LocalPredictorConfig, VertexPredictorConfig], Field(discriminator="type")]
+def _env_name(value: str | None) -> str | None:
+    # The key itself never goes in a profile: only the name of the variable holding it.
+    if value is not None and (not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value) or value.startswith("AIza")):
+        raise ValueError("must be the NAME of an environment variable holding the API key (e.g. GEMINI_API_KEY), "
+                         "not the key itself")
+    return value
+
+
+class _StreamingLimits(Strict):
+    """Client-side limits, retry and flush policy of the request-at-a-time predictors."""
+
+    requests_per_minute: float | None = Field(default=60.0, gt=0)
+    tokens_per_minute: float | None = Field(default=None, gt=0)
+    concurrency: int = Field(default=8, gt=0)
+    max_attempts: int = Field(default=6, gt=0)
+    initial_backoff_seconds: float = Field(default=1.0, gt=0)
+    max_backoff_seconds: float = Field(default=60.0, gt=0)
+    timeout_seconds: float = Field(default=120.0, gt=0)
+    write_batch_rows: int = Field(default=500, gt=0)
+    flush_seconds: float = Field(default=1.0, gt=0)
+
+    _env = field_validator("api_key_env", check_fields=False)(classmethod(lambda cls, v: _env_name(v)))
+
+
+class OnlinePredictorConfig(_StreamingLimits):
+    type: Literal["online"] = "online"
+    api: Literal["gemini", "vertex"] = "gemini"
+    api_key_env: str = "GEMINI_API_KEY"  # Gemini API only; Vertex uses application default credentials
+    project: str | None = None  # Vertex; defaults to the BigQuery target's project
+    location: str | None = None  # Vertex; defaults to the BigQuery target's location
+    base_url: str | None = None  # an emulator, e.g. http://127.0.0.1:9050
+
+
+class OpenAICompatiblePredictorConfig(_StreamingLimits):
+    type: Literal["openai_compatible"] = "openai_compatible"
+    base_url: str = "http://127.0.0.1:11434/v1"  # Ollama's; vLLM http://HOST:8000/v1, llama.cpp http://HOST:8080/v1
+    model: str | None = None  # the server's model name; else predictor_options.model, else the model's `model`
+    api_key_env: str | None = None  # local servers need none
+    requests_per_minute: float | None = Field(default=None, gt=0)
+    concurrency: int = Field(default=4, gt=0)
+    timeout_seconds: float = Field(default=300.0, gt=0)
+
+
+class GeminiBatchPredictorConfig(Strict):
+    type: Literal["gemini_batch"] = "gemini_batch"
+    api_key_env: str = "GEMINI_API_KEY"
+    base_url: str | None = None  # an emulator, e.g. http://127.0.0.1:9050
+    poll_initial_seconds: float = Field(default=10.0, gt=0)
+    poll_max_seconds: float = Field(default=300.0, gt=0)
+    poll_multiplier: float = Field(default=1.5, ge=1.0)
+    max_file_bytes: int = Field(default=2 * 1024**3, gt=0, le=2 * 1024**3)  # the Files API's limit per file
+    max_file_rows: int | None = Field(default=None, gt=0)
+    work_dir: str | None = None  # where JSONL files are staged; default a temporary directory
+    keep_files: bool = False  # keep uploaded and result files in the Files API (they expire after 48 h anyway)
+    timeout_seconds: float = Field(default=600.0, gt=0)
+
+    _env = field_validator("api_key_env")(classmethod(lambda cls, v: _env_name(v)))
+
+
+PredictorConfig = Annotated[
+    Union[LocalPredictorConfig, VertexPredictorConfig, GeminiBatchPredictorConfig, OnlinePredictorConfig,
+          OpenAICompatiblePredictorConfig],
+    Field(discriminator="type"),
+]
 
 
 class DuckDBTarget(Strict):
@@ -167,7 +230,8 @@ class ProfileConfig(Strict):
 
 def _vocabulary() -> set[str]:
     words: set[str] = set()
-    for model in (ProjectConfig, ModelConfig, LocalPredictorConfig, VertexPredictorConfig, DuckDBTarget, BigQueryTarget, ProfileConfig):
+    for model in (ProjectConfig, ModelConfig, LocalPredictorConfig, VertexPredictorConfig, GeminiBatchPredictorConfig,
+                  OnlinePredictorConfig, OpenAICompatiblePredictorConfig, DuckDBTarget, BigQueryTarget, ProfileConfig):
         for name, info in model.model_fields.items():
             words.add(info.alias or name)
     return words

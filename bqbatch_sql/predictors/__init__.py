@@ -16,6 +16,9 @@ from bqbatch_sql.errors import PredictorError, ProfileError, did_you_mean
 PREDICTORS: dict[str, str] = {
     "local": "bqbatch_sql.predictors.local:LocalPredictor",
     "vertex": "bqbatch_sql.predictors.vertex:VertexPredictor",
+    "gemini_batch": "bqbatch_sql.predictors.gemini_batch:GeminiBatchPredictor",
+    "online": "bqbatch_sql.predictors.online:OnlinePredictor",
+    "openai_compatible": "bqbatch_sql.predictors.openai_compatible:OpenAICompatiblePredictor",
 }
 
 

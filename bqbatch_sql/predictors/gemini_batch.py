@@ -1,0 +1,343 @@
+"""Predict stage, `gemini_batch`: the Gemini Developer API's batch mode, for users without Vertex AI.
+
+The job, in a background thread (submit returns PENDING at once, as Vertex does):
+1. export: the pending requests stream out of the warehouse in bounded batches into
+   JSONL files, one `{"key": ..., "request": {...}}` a line, cut so that no file
+   passes the Files API's 2 GB (`max_file_bytes`) or `max_file_rows`; requests the
+   shared rules refuse are answered at once with Vertex's status and never sent;
+2. each file is uploaded (Files API, resumable) and submitted as one batch
+   (`client.batches.create(src="files/...")`) as soon as it is cut;
+3. the batches are polled; each result file is downloaded to disk and streamed back
+   into the progress table (`progress.ProgressStore`), a batch of rows at a time;
+4. the output table is built in the warehouse: every request row with its
+   `response` or `status`, exactly one row per request.
+
+Works with DuckDB and BigQuery targets alike. Answers loaded before a failure stay
+in the progress table, so a rerun submits only the requests still unanswered.
+Uploaded and result files are deleted once loaded (the API would drop them after
+48 hours anyway); a result file that is gone before it was loaded is an error that
+says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+import threading
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, ClassVar
+
+import orjson
+
+from bqbatch_sql.errors import BqbatchError, JobNotFoundError, PredictorError
+from bqbatch_sql.predictors.base import BatchJob, BatchJobSpec, JobState, TERMINAL_STATES
+from bqbatch_sql.predictors.online import read_api_key
+from bqbatch_sql.predictors.progress import ProgressStore, RowResult
+from bqbatch_sql.predictors.streaming import CallError, spec_fingerprint
+
+FILE_BYTES_LIMIT = 2 * 1024**3  # the Files API's limit per file
+READ_BATCH_ROWS = 5_000  # requests read from the warehouse, and answers written to it, per batch
+_RETENTION_HINT = "the Files API keeps files for 48 hours"
+
+
+@dataclasses.dataclass
+class _Shard:
+    index: int
+    rows: int
+    file_name: str | None = None  # the uploaded input file
+    batch_name: str | None = None
+    state: str = JobState.PENDING.value
+    loaded: bool = False
+
+
+@dataclasses.dataclass
+class _Run:
+    job: BatchJob
+    spec: BatchJobSpec
+    cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
+    shards: list[_Shard] = dataclasses.field(default_factory=list)
+    thread: threading.Thread | None = None
+
+
+class GeminiBatchPredictor:
+    """Gemini API batch mode over JSONL files (implements `Predictor`)."""
+
+    name: ClassVar[str] = "gemini_batch"
+
+    def __init__(
+        self,
+        adapter: Any,
+        *,
+        api_key_env: str = "GEMINI_API_KEY",
+        base_url: str | None = None,
+        poll_initial_seconds: float = 10.0,
+        poll_max_seconds: float = 300.0,
+        poll_multiplier: float = 1.5,
+        max_file_bytes: int = FILE_BYTES_LIMIT,
+        max_file_rows: int | None = None,
+        work_dir: str | None = None,
+        keep_files: bool = False,
+        timeout_seconds: float = 600.0,
+    ):
+        if not 0 < max_file_bytes <= FILE_BYTES_LIMIT:
+            raise PredictorError(f"Predictor 'gemini_batch': max_file_bytes must be 1..{FILE_BYTES_LIMIT} "
+                                 f"(the Files API's limit), got {max_file_bytes!r}.")
+        self.adapter = adapter
+        self.api_key_env, self.base_url = api_key_env, base_url
+        self.poll_initial_seconds, self.poll_max_seconds = poll_initial_seconds, poll_max_seconds
+        self.poll_multiplier = poll_multiplier
+        self.max_file_bytes, self.max_file_rows = max_file_bytes, max_file_rows
+        self.work_dir, self.keep_files = work_dir, keep_files
+        self.timeout_seconds = timeout_seconds
+        self._client = None
+        self._runs: dict[str, _Run] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_context(cls, context: Any, **options: Any) -> "GeminiBatchPredictor":
+        return cls(context.adapter, **options)
+
+    def client(self) -> Any:
+        if self._client is None:
+            from google import genai
+            from google.genai import types
+
+            http = types.HttpOptions(base_url=self.base_url, api_version="v1beta",
+                                     timeout=int(self.timeout_seconds * 1000))
+            self._client = genai.Client(api_key=read_api_key(self.api_key_env, self.name), http_options=http)
+        return self._client
+
+    # -- the Predictor protocol -----------------------------------------------------------
+
+    def submit(self, spec: BatchJobSpec) -> BatchJob:
+        self.client()  # a missing API key fails here, before any work
+        job = BatchJob(name=f"{self.name}/{uuid.uuid4().hex[:16]}", state=JobState.PENDING,
+                       create_time=datetime.now(timezone.utc))
+        run = _Run(job=job, spec=spec)
+        run.thread = threading.Thread(target=self._work, args=(run,), name=f"bqbatch-{job.name}", daemon=True)
+        with self._lock:
+            self._runs[job.name] = run
+            snapshot = dataclasses.replace(job)
+        run.thread.start()
+        return snapshot
+
+    def get(self, job_name: str) -> BatchJob:
+        with self._lock:
+            run = self._runs.get(job_name)
+            if run is None:
+                raise JobNotFoundError(
+                    f"The gemini_batch predictor knows no job '{job_name}' in this process. Run the model again: "
+                    f"answers already loaded are kept and only the rest is submitted."
+                )
+            return dataclasses.replace(run.job)
+
+    def cancel(self, job_name: str) -> None:
+        """Cancel the batches submitted so far; answers already loaded stay."""
+        self.get(job_name)
+        with self._lock:
+            run = self._runs[job_name]
+            if run.job.state in TERMINAL_STATES:
+                return
+            run.cancel.set()
+            run.job.state = JobState.CANCELLING
+            names = [s.batch_name for s in run.shards if s.batch_name and not s.loaded]
+        for name in names:
+            try:
+                self.client().batches.cancel(name=name)
+            except Exception as e:  # the job still ends CANCELLED; the failure is on record
+                self._update(run, error=f"cancelling {name} failed: {e}")
+
+    def wait(self, job_name: str, timeout: float | None = None) -> BatchJob:
+        with self._lock:
+            run = self._runs.get(job_name)
+        if run is not None and run.thread is not None:
+            run.thread.join(timeout)
+        return self.get(job_name)
+
+    # -- the job ---------------------------------------------------------------------------
+
+    def _work(self, run: _Run) -> None:
+        workdir = Path(tempfile.mkdtemp(prefix="bqbatch-gemini-", dir=self.work_dir))
+        try:
+            spec = run.spec
+            store = ProgressStore.open(self.adapter, spec.source, spec.destination,
+                                       spec_fingerprint(self.name, spec.model_id, self.base_url))
+            total, done, failed = store.prepare()
+            self._update(run, state=JobState.RUNNING, start_time=datetime.now(timezone.utc), total=total,
+                         succeeded=done, failed=failed)
+            self._export(run, store, workdir)
+            self._collect(run, store, workdir)
+            if run.cancel.is_set():
+                self._finish(run, JobState.CANCELLED)
+                return
+            missing = store.missing()
+            if missing:
+                raise PredictorError(f"{missing:,} requests got no line in the batch result files; run the model again "
+                                     f"to submit them anew.")
+            store.finish()
+            self._finish(run, JobState.SUCCEEDED)
+        except _Ended as e:
+            self._finish(run, e.state, str(e))
+        except BqbatchError as e:
+            self._finish(run, JobState.FAILED, str(e))
+        except Exception as e:  # an API or a bug of ours must still end the job, with its cause on record
+            self._finish(run, JobState.FAILED, f"{type(e).__name__}: {e}")
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _export(self, run: _Run, store: ProgressStore, workdir: Path) -> None:
+        """Pending requests -> JSONL files under the size limits, each uploaded and submitted when cut."""
+        out, path, size, rows = None, None, 0, 0
+        for batch in store.pending(READ_BATCH_ROWS):
+            refused: list[RowResult] = []
+            for row in batch:
+                if run.cancel.is_set():
+                    break
+                if row.invalid is not None:
+                    refused.append(RowResult(row.key, None, row.invalid))
+                    continue
+                line = b'{"key":' + orjson.dumps(row.key) + b',"request":' + row.request.encode() + b"}\n"
+                if len(line) > self.max_file_bytes:
+                    refused.append(RowResult(row.key, None, CallError(
+                        400, f"The request is {len(line):,} bytes in JSONL, over the input file limit of "
+                             f"{self.max_file_bytes:,} bytes; shorten it (or send large media as file URIs).").text))
+                    continue
+                if out is not None and (size + len(line) > self.max_file_bytes
+                                        or (self.max_file_rows and rows >= self.max_file_rows)):
+                    out.close()
+                    self._submit_shard(run, path, rows)
+                    out = None
+                if out is None:
+                    path = workdir / f"requests-{len(run.shards):04d}.jsonl"
+                    out, size, rows = open(path, "wb"), 0, 0
+                out.write(line)
+                size, rows = size + len(line), rows + 1
+            self._write(run, store, refused)
+            if run.cancel.is_set():
+                break
+        if out is not None:
+            out.close()
+            if not run.cancel.is_set():
+                self._submit_shard(run, path, rows)
+
+    def _submit_shard(self, run: _Run, path: Path, rows: int) -> None:
+        client = self.client()
+        shard = _Shard(index=len(run.shards), rows=rows)
+        uploaded = client.files.upload(file=str(path), config={
+            "mime_type": "application/jsonl", "display_name": f"{run.spec.display_name}-{shard.index}"[:120]})
+        shard.file_name = uploaded.name
+        batch = client.batches.create(model=run.spec.model_id, src=uploaded.name,
+                                      config={"display_name": f"{run.spec.display_name}-{shard.index}"[:120]})
+        shard.batch_name, shard.state = batch.name, _state(batch.state)
+        with self._lock:
+            run.shards.append(shard)
+        path.unlink()
+
+    def _collect(self, run: _Run, store: ProgressStore, workdir: Path) -> None:
+        """Poll the batches until each has ended; load each result file as soon as it is there."""
+        delay = self.poll_initial_seconds
+        client = self.client()
+        while not run.cancel.is_set():
+            open_shards = [s for s in run.shards if not s.loaded]
+            if not open_shards:
+                return
+            for shard in open_shards:
+                batch = client.batches.get(name=shard.batch_name)
+                shard.state = _state(batch.state)
+                if shard.state == JobState.SUCCEEDED.value:
+                    self._load(run, store, shard, batch, workdir)
+                elif shard.state in (JobState.FAILED.value, JobState.CANCELLED.value, JobState.EXPIRED.value):
+                    state = JobState(shard.state)
+                    why = " (batches that do not finish within 48 hours expire)" if state == JobState.EXPIRED else ""
+                    raise _Ended(JobState.EXPIRED if state == JobState.EXPIRED else JobState.FAILED,
+                                 f"Gemini batch {shard.batch_name} (file {shard.index + 1} of the job) ended "
+                                 f"{state.short}{why}. Answers of other files are kept; run the model again to submit "
+                                 f"the unanswered requests.")
+            if any(not s.loaded for s in run.shards) and run.cancel.wait(delay):
+                return
+            delay = min(delay * self.poll_multiplier, self.poll_max_seconds)
+
+    def _load(self, run: _Run, store: ProgressStore, shard: _Shard, batch: Any, workdir: Path) -> None:
+        client = self.client()
+        name = batch.dest.file_name if batch.dest is not None else None
+        if not name:
+            raise PredictorError(f"Gemini batch {shard.batch_name} succeeded without a result file.")
+        path = workdir / f"results-{shard.index:04d}.jsonl"
+        try:
+            client.files.download(file=name, destination=str(path))
+        except Exception as e:
+            raise PredictorError(
+                f"Cannot download {name}, the results of Gemini batch {shard.batch_name}: {e}. If the batch ended "
+                f"more than 48 hours ago the file is gone ({_RETENTION_HINT}); run the model again to resubmit."
+            ) from e
+        results: list[RowResult] = []
+        with open(path, "rb") as lines:
+            for number, line in enumerate(lines, 1):
+                if line.strip():
+                    results.append(_result(line, name, number))
+                if len(results) >= READ_BATCH_ROWS:
+                    self._write(run, store, results)
+                    results = []
+        self._write(run, store, results)
+        path.unlink()
+        shard.loaded = True
+        if not self.keep_files:
+            for file_name in (shard.file_name, name):
+                try:
+                    client.files.delete(name=file_name)
+                except Exception:  # noqa: S110 - a file left behind expires after 48 h; the answers are safe
+                    pass
+
+    def _write(self, run: _Run, store: ProgressStore, results: list[RowResult]) -> None:
+        if not results:
+            return
+        store.write(results)
+        ok = sum(1 for r in results if r.ok)
+        with self._lock:
+            run.job.succeeded += ok
+            run.job.failed += len(results) - ok
+
+    # -- bookkeeping ----------------------------------------------------------------------
+
+    def _update(self, run: _Run, **changes: Any) -> None:
+        with self._lock:
+            for key, value in changes.items():
+                setattr(run.job, key, value)
+
+    def _finish(self, run: _Run, state: JobState, error: str | None = None) -> None:
+        with self._lock:
+            job = run.job
+            job.state, job.end_time = state, datetime.now(timezone.utc)
+            job.error = error or job.error
+            if job.total is not None:
+                job.incomplete = max(0, job.total - job.succeeded - job.failed)
+
+
+class _Ended(Exception):
+    def __init__(self, state: JobState, message: str):
+        super().__init__(message)
+        self.state = state
+
+
+def _state(state: Any) -> str:
+    value = getattr(state, "value", state)
+    return str(value or JobState.UNSPECIFIED.value)
+
+
+def _result(line: bytes, file_name: str, number: int) -> RowResult:
+    """One result line: {"key", "response"} or {"key", "error" | "status"}."""
+    try:
+        item = orjson.loads(line)
+        key = item["key"]
+    except (orjson.JSONDecodeError, KeyError, TypeError) as e:
+        raise PredictorError(f"Line {number} of the batch result file {file_name} is not a keyed result: {e}.") from e
+    if item.get("response") is not None:
+        return RowResult(str(key), orjson.dumps(item["response"]).decode(), "")
+    error = item.get("error") or item.get("status") or {}
+    code = int(error.get("code") or 500) if isinstance(error, dict) else 500
+    message = str(error.get("message") or error) if isinstance(error, dict) else str(error)
+    failure = CallError(code, message, error.get("status") if isinstance(error, dict) else None)
+    return RowResult(str(key), None, failure.text, retryable=failure.retryable)
