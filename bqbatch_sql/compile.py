@@ -3,9 +3,10 @@
 Sits between render (Jinja has produced plain BigQuery SQL) and materialize (the
 adapter runs the SQL). Models are always written in BigQuery SQL; on the local
 target the tree is rewritten for DuckDB. sqlglot's own BigQuery -> DuckDB
-translation is silently wrong for a few constructs (the rules below);
-those are rewritten to equivalent DuckDB, or rejected with a CompileError that
-names the model, file, line and the fix. A wrong answer is worse than an error.
+translation is silently wrong for a few constructs; `compile_duckdb` rewrites
+those to equivalent DuckDB or rejects them with a CompileError that names the
+model, file, line and the fix, and whatever sqlglot itself reports as
+untranslatable is refused here too. A wrong answer is worse than an error.
 """
 
 from __future__ import annotations
@@ -14,29 +15,39 @@ import re
 
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import ParseError, TokenError
+from sqlglot.dialects.dialect import Dialect
+from sqlglot.errors import ErrorLevel, ParseError, SqlglotError, TokenError
 
-from bqbatch_sql.errors import CompileError
+from bqbatch_sql.compile_duckdb import DUCKDB_SETTINGS, rewrite
+from bqbatch_sql.compile_support import Ctx
+from bqbatch_sql.errors import CompileError, did_you_mean
+
+__all__ = ["DIALECTS", "DUCKDB_SETTINGS", "parse_model_sql", "parse_statement", "to_dialect", "transpile"]
 
 DIALECTS = ("bigquery", "duckdb")
 
-# Hints for sqlglot parse errors that BigQuery users commonly hit; matched on
-# sqlglot's description or on the offending token. Kept short: a hint that is
-# wrong is worse than none.
+# Hints for sqlglot parse errors that BigQuery users commonly hit, matched on
+# sqlglot's description. Kept short: a hint that is wrong is worse than none.
 _HINTS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (
-        re.compile(r"^\{\{|^\{%|^\}\}|^%\}"),
-        "Jinja was left in the SQL: check that the model was rendered (unbalanced '{{ }}' or '{% %}').",
-    ),
-    (
-        re.compile(r"Expecting \)|Expected \)"),
-        "A parenthesis is not closed; count '(' and ')' around this point.",
-    ),
+    (re.compile(r"Expecting \)|Expected \)"), "A parenthesis is not closed; count '(' and ')' around this point."),
     (
         re.compile(r"Invalid expression / Unexpected token"),
-        "Look for a missing comma between select items, a stray keyword, or a trailing comma before FROM.",
+        "Look for a missing comma between select items, a stray keyword, or an unquoted name "
+        "(quote names with spaces or dashes in backticks).",
     ),
+    (re.compile(r"end of the SQL"), "The statement stops early; complete the clause this points at."),
 )
+# sqlglot's descriptions quote its own objects; users need the SQL text instead.
+_TOKEN_REPR = re.compile(r"<Token token_type: TokenType\.(\w+), text: (.*?), line: \d+, col: \d+, start: \d+, end: \d+, comments: \[.*?\]>")
+_CLASS_REPR = re.compile(r"<class 'sqlglot\.[\w.]*?(\w+)'>")
+
+
+def _describe(description: str) -> str:
+    description = _TOKEN_REPR.sub(
+        lambda m: "the end of the SQL" if m.group(1) == "SENTINEL" else f"'{m.group(2)}'", description
+    )
+    description = re.sub(r"but got the end of the SQL", "but reached the end of the SQL", description)
+    return _CLASS_REPR.sub(lambda m: m.group(1), description)
 
 
 def _where(model: str, path: str) -> str:
@@ -54,10 +65,12 @@ def _caret(sql: str, line: int, col: int) -> str:
     lines = sql.splitlines()
     if not 1 <= line <= len(lines):
         return ""
-    text = lines[line - 1].expandtabs(4)
+    text = lines[line - 1]
     col = max(1, min(col, len(text) + 1))
+    # Copy tabs into the padding so the caret lines up however tabs are shown.
+    pad = "".join(c if c == "\t" else " " for c in text[: col - 1])
     gutter = f"{line:>4} | "
-    return f"\n{gutter}{text}\n{' ' * len(gutter)}{' ' * (col - 1)}^"
+    return f"\n{gutter}{text}\n{' ' * len(gutter)}{pad}^"
 
 
 def _line_col(sql: str, offset: int) -> tuple[int, int]:
@@ -67,16 +80,39 @@ def _line_col(sql: str, offset: int) -> tuple[int, int]:
     return line, col
 
 
+def _leftover_jinja(sql: str, where: str) -> CompileError | None:
+    """Unrendered '{{' or '{%' outside string literals (the tokenizer knows which is which)."""
+    if "{{" not in sql and "{%" not in sql:
+        return None
+    try:
+        tokens = Dialect.get_or_raise("bigquery").tokenize(sql)
+    except TokenError:
+        return None
+    for first, second in zip(tokens, tokens[1:]):
+        if first.text == "{" and second.text in ("{", "%") and second.start == first.end + 1:
+            line, col = _line_col(sql, first.start)
+            return CompileError(
+                f"{where}: Jinja was left in the SQL at line {line}, column {col}: "
+                f"'{first.text}{second.text}' is not SQL." + _caret(sql, line, col)
+                + "\nFix: render the model before compiling it, and check that every '{{' has "
+                "its '}}' and every '{%' its '%}'."
+            )
+    return None
+
+
 def _syntax_error(sql: str, err: ParseError | TokenError, where: str) -> CompileError:
+    jinja = _leftover_jinja(sql, where)
+    if jinja is not None:
+        return jinja
     if isinstance(err, TokenError):
         # The outer TokenError only quotes context; the cause says which delimiter is
         # missing and where the token started ("Missing ' from 1:7", 7 = offset).
-        cause = str(err.__cause__ or err)
+        cause = str(err.__cause__ or err.__context__ or err)
         m = re.search(r"from (\d+):(\d+)", cause)
         if m:
             line, col = _line_col(sql, int(m.group(2)))
         else:
-            line, col = _line_col(sql, (err.start or 0) + 50 if err.start else 0)
+            line, col = _line_col(sql, (err.start + 50) if err.start else 0)
         description = cause.split(" from ")[0] if m else cause
         hint = ""
         if description.startswith("Missing"):
@@ -95,15 +131,11 @@ def _syntax_error(sql: str, err: ParseError | TokenError, where: str) -> Compile
     highlight = first.get("highlight") or ""
     # sqlglot reports the column of the token's last character; point at its start.
     col = end_col - len(highlight) + 1 if highlight and "\n" not in highlight else end_col
-    description = first.get("description") or str(err)
-    hint = ""
-    for pattern, text in _HINTS:
-        if pattern.search(description) or pattern.search(highlight):
-            hint = text
-            break
+    description = _describe(first.get("description") or str(err))
+    hint = next((text for pattern, text in _HINTS if pattern.search(description)), "")
     near = f" (near '{highlight}')" if highlight else ""
     return CompileError(
-        f"{where}: SQL syntax error at line {line}, column {col}{near}: {description}"
+        f"{where}: SQL syntax error at line {line}, column {max(col, 1)}{near}: {description}"
         + _caret(sql, line, max(col, 1))
         + (f"\nFix: {hint}" if hint else "")
     )
@@ -115,6 +147,9 @@ def _parse_all(sql: str, path: str, model: str) -> list[exp.Expression]:
         trees = sqlglot.parse(sql, read="bigquery")
     except (ParseError, TokenError) as err:
         raise _syntax_error(sql, err, where) from None
+    jinja = _leftover_jinja(sql, where)
+    if jinja is not None:
+        raise jinja
     statements = [t for t in trees if t is not None]
     if not statements:
         raise CompileError(
@@ -166,33 +201,58 @@ def to_dialect(
     if dialect == "bigquery":
         return tree.copy() if copy else tree
     if dialect == "duckdb":
-        return _rewrite_for_duckdb(tree.copy() if copy else tree, path=path, model=model)
-    raise CompileError(
-        f"{_where(model, path)}: unknown SQL dialect '{dialect}'; bqbatch compiles to "
-        f"{', '.join(DIALECTS)}.{_did_you_mean(dialect)}"
-    )
-
-
-def _did_you_mean(word: str) -> str:
-    from bqbatch_sql.errors import did_you_mean
-
-    return did_you_mean(word, DIALECTS)
+        return _to_duckdb(tree.copy() if copy else tree, path, model)[0]
+    raise _unknown_dialect(dialect, path, model)
 
 
 def transpile(
     sql: str | exp.Expression, dialect: str, *, path: str = "", model: str = ""
 ) -> str:
     """BigQuery SQL (text or tree) -> SQL text for `dialect`; any one statement."""
-    tree = parse_statement(sql, path=path, model=model) if isinstance(sql, str) else sql
+    if isinstance(sql, str):
+        tree, owned = parse_statement(sql, path=path, model=model), True
+    else:
+        tree, owned = sql, False
     if dialect == "bigquery":
         # No rewrite, so no copy: generating text does not modify the tree.
         return tree.sql(dialect="bigquery")
-    return to_dialect(tree, dialect, path=path, model=model).sql(dialect=dialect)
+    if dialect == "duckdb":
+        return _to_duckdb(tree if owned else tree.copy(), path, model)[1]
+    raise _unknown_dialect(dialect, path, model)
 
 
-# --- BigQuery -> DuckDB rewrites ------------------------------------------------
+def _unknown_dialect(dialect: str, path: str, model: str) -> CompileError:
+    return CompileError(
+        f"{_where(model, path)}: unknown SQL dialect '{dialect}'; bqbatch compiles to "
+        f"{', '.join(DIALECTS)}.{did_you_mean(dialect, DIALECTS)}"
+    )
 
 
-def _rewrite_for_duckdb(tree: exp.Expression, *, path: str, model: str) -> exp.Expression:
-    """Apply the DuckDB rules to `tree` in place (the caller owns the copy)."""
-    return tree
+# sqlglot notes that EXTRACT from a TIMESTAMP WITH TIME ZONE depends on the session
+# zone; DUCKDB_SETTINGS pins it to UTC, which is BigQuery's, so the note does not apply.
+_HARMLESS_NOTES = ("EXTRACT from TIMESTAMPTZ",)
+
+
+def _to_duckdb(tree: exp.Expression, path: str, model: str) -> tuple[exp.Expression, str]:
+    """Rewrite `tree` (owned by the caller) for DuckDB and generate it once, refusing
+    what sqlglot itself reports it cannot translate (it would only log a warning)."""
+    ctx = Ctx(path=path, model=model)
+    rewritten = rewrite(tree, ctx)
+    generator = Dialect.get_or_raise("duckdb").generator(unsupported_level=ErrorLevel.IGNORE)
+    try:
+        # copy=True: sqlglot's generator mutates what it is given, and the caller
+        # generates again from the returned tree.
+        sql = generator.generate(rewritten, copy=True)
+    except SqlglotError as err:
+        raise CompileError(
+            f"{ctx.where()}: sqlglot cannot write this statement for DuckDB: {err}. "
+            "Fix: simplify the construct it names, or run this model on the BigQuery target."
+        ) from None
+    notes = [m for m in generator.unsupported_messages if not m.startswith(_HARMLESS_NOTES)]
+    if notes:
+        raise CompileError(
+            f"{ctx.where()}: cannot be translated to DuckDB (the local target) without "
+            f"changing its meaning: {'; '.join(dict.fromkeys(notes))}. Fix: rewrite that "
+            "construct in plainer BigQuery SQL, or run this model on the BigQuery target."
+        )
+    return rewritten, sql

@@ -1,0 +1,545 @@
+"""Compile stage, DuckDB half: make DuckDB compute what BigQuery computes.
+
+`bqbatch_sql.compile.to_dialect(tree, "duckdb")` hands a copy of the BigQuery tree
+to `rewrite()`. sqlglot's own BigQuery -> DuckDB generation is right for most
+constructs; the rules below cover the ones measured to give a *different answer*
+on DuckDB (sqlglot 30.30, DuckDB 2.0). Each rule either rewrites its node into
+DuckDB that gives BigQuery's documented result, or raises a CompileError that
+names the construct and the fix. Rules run in one bottom-up pass over the tree,
+so a rule sees its children already rewritten.
+
+Where BigQuery's answer depends on a type the compiler cannot see (a column of
+unknown type), the rewrite asks DuckDB: `typeof(x)` is folded to a constant when
+DuckDB binds the query, so a `CASE WHEN typeof(x) = 'JSON' ...` costs nothing at
+run time and picks the right semantics per column type.
+
+The rewrites assume the DuckDB session settings in `DUCKDB_SETTINGS` (UTC, and
+errors instead of Infinity on division by zero, as BigQuery does).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+from sqlglot import exp
+
+from bqbatch_sql.compile_duckdb_json import JSON_RULES
+from bqbatch_sql.compile_support import (
+    Ctx,
+    case,
+    fn,
+    int_literal,
+    kind_of,
+    lit,
+    set_kind,
+    typeof_in,
+)
+
+# Session settings the DuckDB connection must run with for the rewrites to be exact:
+# BigQuery evaluates TIMESTAMP <-> civil time in UTC, and raises "division by zero"
+# where DuckDB's IEEE default returns Infinity/NaN.
+DUCKDB_SETTINGS: dict[str, str] = {"TimeZone": "UTC", "ieee_floating_point_ops": "false"}
+
+Rule = Callable[[exp.Expression, Ctx], "exp.Expression | None"]
+
+
+# --- numbers and casts ------------------------------------------------------------
+
+
+def float_literal(node: exp.Literal, ctx: Ctx) -> exp.Expression | None:
+    # BigQuery reads `2.5` as FLOAT64; DuckDB reads it as DECIMAL(2,1). The answers
+    # differ: ROUND(2.675, 2), 0.1 + 0.2, CAST(2.0 AS STRING) ('2' vs '2.0').
+    if node.is_string or isinstance(node.parent, (exp.DataTypeParam, exp.DataType)):
+        return None
+    text = node.this
+    if "." not in text or "e" in text.lower():
+        return None
+    return set_kind(exp.Cast(this=node, to=exp.DataType.build("DOUBLE")), "float")
+
+
+def decimal_precision(node: exp.DataType, ctx: Ctx) -> exp.Expression | None:
+    # BigQuery NUMERIC is DECIMAL(38, 9); DuckDB's bare DECIMAL is DECIMAL(18, 3), so
+    # CAST('1.123456789' AS NUMERIC) would silently round to 1.123.
+    if node.this == exp.DType.BIGDECIMAL:
+        ctx.reject(
+            node,
+            "BIGNUMERIC",
+            "DuckDB has no 76-digit decimal. Use NUMERIC (38 digits, 9 after the point) "
+            "or FLOAT64 for this column.",
+        )
+    if node.this == exp.DType.DECIMAL and not node.expressions:
+        return exp.DataType.build("DECIMAL(38, 9)")
+    return None
+
+
+_NUMBER_AS_TEXT = r"(\.[0-9]*[1-9])0+$|\.0+$"
+_INT64_TEXT = r"\s*[+-]?(0[xX][0-9a-fA-F]+|[0-9]+)\s*"
+_NON_NUMERIC_KINDS = {"string", "int", "bool", "date", "timestamp", "datetime", "json", "array"}
+
+
+def _cast_target(node: exp.Cast) -> exp.DType:
+    return node.to.this if isinstance(node.to, exp.DataType) else exp.DType.UNKNOWN
+
+
+def cast_to_string(node: exp.Cast, ctx: Ctx) -> exp.Expression | None:
+    # BigQuery prints FLOAT64 2.0 as '2' and NUMERIC 1.50 as '1.5'; DuckDB prints
+    # '2.0' and '1.500000000'. Only numbers are affected; the typeof() test folds away.
+    if _cast_target(node) not in (exp.DType.TEXT, exp.DType.VARCHAR):
+        return None
+    value = node.this
+    kind = kind_of(value)
+    if kind in _NON_NUMERIC_KINDS:
+        return None
+    text = node.copy()
+    trimmed = fn("regexp_replace", node.copy(), lit(_NUMBER_AS_TEXT), lit(r"\1"))
+    if kind in ("float", "decimal"):
+        return set_kind(trimmed, "string")
+    is_number = exp.or_(
+        typeof_in(value, "DOUBLE", "FLOAT"),
+        exp.Like(this=fn("typeof", value.copy()), expression=lit("DECIMAL%")),
+    )
+    return set_kind(case([(is_number, trimmed)], text), "string")
+
+
+def cast_to_int64(node: exp.Cast, ctx: Ctx) -> exp.Expression | None:
+    # CAST(2.5 AS INT64) is 3 in BigQuery (half away from zero), 2 in DuckDB (half to
+    # even); CAST('1.5' AS INT64) is an error in BigQuery ('Bad int64 value'), 2 in
+    # DuckDB; SAFE_CAST gives NULL for it in BigQuery.
+    if _cast_target(node) != exp.DType.BIGINT:
+        return None
+    value = node.this
+    kind = kind_of(value)
+    if kind in ("int", "bool", "decimal"):
+        return None
+    safe = isinstance(node, exp.TryCast) or bool(node.args.get("safe"))
+    if isinstance(value, exp.Literal) and value.is_string:
+        return _int64_from_literal(node, value.this, safe, ctx)
+    cast_cls = exp.TryCast if safe else exp.Cast
+    bigint = exp.DataType.build("BIGINT")
+
+    def rounded() -> exp.Expression:
+        as_double = value.copy() if kind == "float" else exp.Cast(this=value.copy(), to=exp.DataType.build("DOUBLE"))
+        return cast_cls(this=exp.Round(this=as_double), to=bigint.copy())
+
+    def bad_text() -> exp.Expression:
+        text = exp.Cast(this=value.copy(), to=exp.DataType.build("VARCHAR"))
+        return exp.not_(fn("regexp_full_match", text, lit(_INT64_TEXT)))
+
+    failure = exp.Null() if safe else fn(
+        "error", exp.DPipe(this=lit("Bad int64 value: "), expression=exp.Cast(this=value.copy(), to=exp.DataType.build("VARCHAR")))
+    )
+    plain = cast_cls(this=value.copy(), to=bigint.copy())
+    if kind == "float":
+        return set_kind(rounded(), "int")
+    if kind == "string":
+        return set_kind(case([(bad_text(), failure)], plain), "int")
+    return set_kind(
+        case(
+            [
+                (typeof_in(value, "DOUBLE", "FLOAT"), rounded()),
+                (exp.and_(typeof_in(value, "VARCHAR"), bad_text()), failure),
+            ],
+            plain,
+        ),
+        "int",
+    )
+
+
+def _int64_from_literal(node: exp.Cast, text: str, safe: bool, ctx: Ctx) -> exp.Expression:
+    # A literal is checked now, with BigQuery's rule, instead of at run time.
+    m = re.fullmatch(_INT64_TEXT, text)
+    value = None
+    if m:
+        digits = text.strip().lstrip("+-")
+        value = int(digits, 16 if digits[:2].lower() == "0x" else 10)
+        value = -value if text.strip().startswith("-") else value
+    if value is None or not -(2**63) <= value < 2**63:
+        if safe:
+            return exp.Cast(this=exp.Null(), to=exp.DataType.build("BIGINT"))
+        ctx.reject(node, f"CAST('{text}' AS INT64) (BigQuery fails with 'Bad int64 value: {text}')",
+                   "Cast a whole number written in decimal or 0x hex, or use SAFE_CAST for NULL.")
+    return set_kind(exp.Literal.number(value), "int")
+
+
+def cast_to_bool(node: exp.Cast, ctx: Ctx) -> exp.Expression | None:
+    # BigQuery accepts only 'true'/'false' (any case) as BOOL text; DuckDB also takes
+    # 't', '1', 'yes'... so CAST('t' AS BOOL) must fail (SAFE_CAST: NULL), not be TRUE.
+    if _cast_target(node) != exp.DType.BOOLEAN:
+        return None
+    value = node.this
+    kind = kind_of(value)
+    if kind not in (None, "string"):
+        return None
+    safe = isinstance(node, exp.TryCast) or bool(node.args.get("safe"))
+    if isinstance(value, exp.Literal):
+        word = value.this.lower()
+        if word in ("true", "false"):
+            return set_kind(exp.Boolean(this=word == "true"), "bool")
+        if safe:
+            return exp.Cast(this=exp.Null(), to=exp.DataType.build("BOOLEAN"))
+        ctx.reject(node, f"CAST('{value.this}' AS BOOL) (BigQuery fails with 'Bad bool value')",
+                   "BigQuery reads only 'true' and 'false' as BOOL; use SAFE_CAST for NULL.")
+    text = exp.Cast(this=value.copy(), to=exp.DataType.build("VARCHAR"))
+    bad = exp.not_(exp.In(this=exp.Lower(this=text), expressions=[lit("true"), lit("false")]))
+    if kind is None:
+        bad = exp.and_(typeof_in(value, "VARCHAR"), bad)
+    failure = exp.Null() if safe else fn("error", exp.DPipe(this=lit("Bad bool value: "), expression=text.copy()))
+    plain = (exp.TryCast if safe else exp.Cast)(this=value.copy(), to=exp.DataType.build("BOOLEAN"))
+    return set_kind(case([(bad, failure)], plain), "bool")
+
+
+def ieee_divide(node: exp.Anonymous, ctx: Ctx) -> exp.Expression | None:
+    # IEEE_DIVIDE does not exist in DuckDB; with the session's non-IEEE division
+    # (see DUCKDB_SETTINGS) x/0 is an error, so spell out BigQuery's +-inf/NaN.
+    if node.name.upper() != "IEEE_DIVIDE" or len(node.expressions) != 2:
+        return None
+    x, y = node.expressions
+    double = exp.DataType.build("DOUBLE")
+
+    def const(text: str) -> exp.Expression:
+        return exp.Cast(this=lit(text), to=double.copy())
+
+    by_zero = case(
+        [
+            (fn("isnan", exp.Cast(this=x.copy(), to=double.copy())), const("nan")),
+            (exp.GT(this=x.copy(), expression=exp.Literal.number(0)), const("inf")),
+            (exp.LT(this=x.copy(), expression=exp.Literal.number(0)), const("-inf")),
+        ],
+        const("nan"),
+    )
+    quotient = exp.Div(this=exp.Cast(this=x, to=double.copy()), expression=y.copy())
+    return set_kind(case([(exp.EQ(this=y, expression=exp.Literal.number(0)), by_zero)], quotient), "float")
+
+
+def safe_arithmetic(node: exp.Expression, ctx: Ctx) -> exp.Expression | None:
+    # SAFE_ADD/SUBTRACT/MULTIPLY/NEGATE are missing in DuckDB; TRY() turns its
+    # overflow error into NULL, which is what the SAFE_ variants return.
+    ops: dict[type, Callable[[], exp.Expression]] = {
+        exp.SafeAdd: lambda: exp.Add(this=node.this, expression=node.expression),
+        exp.SafeSubtract: lambda: exp.Sub(this=node.this, expression=node.expression),
+        exp.SafeMultiply: lambda: exp.Mul(this=node.this, expression=node.expression),
+        exp.SafeNegate: lambda: exp.Neg(this=exp.Paren(this=node.this)),
+    }
+    build = ops.get(type(node))
+    return fn("TRY", build()) if build else None
+
+
+def safe_prefix(node: exp.SafeFunc, ctx: Ctx) -> exp.Expression | None:
+    # `SAFE.f(x)` returns NULL where f would raise; DuckDB has no SAFE. prefix but
+    # TRY(expr) has that meaning (sqlglot emits `SAFE.JSON(x)`, which fails to bind).
+    return fn("TRY", node.this)
+
+
+# --- strings -----------------------------------------------------------------------
+
+_FORMAT_SPEC = re.compile(r"%(?P<flags>[-+ #0']*)(?P<width>\*|\d+)?(?:\.(?P<prec>\*|\d+))?(?P<conv>.?)")
+_PRINTF_CONVERSIONS = {"d": "d", "i": "d", "o": "o", "x": "x", "X": "X", "f": "f", "F": "F",
+                       "e": "e", "E": "E", "g": "g", "G": "G", "s": "s", "%": "%"}
+
+
+def format_printf(node: exp.Format, ctx: Ctx) -> exp.Expression | None:
+    # DuckDB's format() uses {} placeholders, so sqlglot's FORMAT('%d %s', ...) returns
+    # the pattern unchanged. DuckDB's printf() has C semantics like BigQuery's FORMAT
+    # for the conversions below; %t/%T/%p/%P have no printf counterpart.
+    pattern = node.this
+    if not (isinstance(pattern, exp.Literal) and pattern.is_string):
+        ctx.reject(node, "FORMAT() with a format string that is not a literal",
+                   "Write the format as a string literal so it can be checked and translated.")
+    out: list[str] = []
+    pos = 0
+    text = pattern.this
+    for m in _FORMAT_SPEC.finditer(text):
+        out.append(text[pos:m.start()])
+        pos = m.end()
+        conv = m.group("conv")
+        if conv not in _PRINTF_CONVERSIONS or "'" in m.group("flags") or "*" in m.group(0):
+            ctx.reject(node, f"FORMAT() specifier '{m.group(0)}'",
+                       "On DuckDB, FORMAT supports %d %i %o %x %X %f %F %e %E %g %G %s and %% with "
+                       "flags -+ #0, a width and a precision. Replace %t/%T with CAST(x AS STRING), "
+                       "%p/%P with TO_JSON_STRING(x).")
+        out.append(m.group(0)[:-1] + _PRINTF_CONVERSIONS[conv])
+    out.append(text[pos:])
+    return set_kind(fn("printf", lit("".join(out)), *node.expressions), "string")
+
+
+def like_escape(node: exp.Like, ctx: Ctx) -> exp.Expression | None:
+    # In BigQuery LIKE, backslash escapes % and _ ('50\\%' matches '50%'); DuckDB's
+    # LIKE has no escape character unless told, so the same pattern matches nothing.
+    if isinstance(node.parent, exp.Escape) or node.args.get("escape"):
+        return None
+    return exp.Escape(this=node, expression=lit("\\"))
+
+
+def substr_position(node: exp.Substring, ctx: Ctx) -> exp.Expression | None:
+    # BigQuery SUBSTR treats position 0, and positions left of the start, as 1
+    # (SUBSTR('abc', 0, 2) = 'ab'); DuckDB counts them as characters before the
+    # string ('a', ''). A negative length is an error in BigQuery.
+    start, length = node.args.get("start"), node.args.get("length")
+    changed = False
+    value = int_literal(start) if start is not None else None
+    if start is not None and value is not None and value == 0:
+        node.set("start", exp.Literal.number(1))
+        changed = True
+    elif start is not None and (value is None or value < 0):
+        too_far_left = exp.or_(
+            exp.EQ(this=start.copy(), expression=exp.Literal.number(0)),
+            exp.LT(this=start.copy(), expression=exp.Neg(this=exp.Length(this=node.this.copy()))),
+        )
+        node.set("start", case([(too_far_left, exp.Literal.number(1))], start))
+        changed = True
+    if length is not None:
+        n = int_literal(length)
+        if n is not None and n < 0:
+            ctx.reject(node, f"SUBSTR() with negative length {n}", "Use a length of 0 or more.")
+        if n is None:
+            negative = exp.LT(this=length.copy(), expression=exp.Literal.number(0))
+            message = lit("Third argument in SUBSTR() cannot be negative")
+            node.set("length", case([(negative, fn("error", message))], length))
+            changed = True
+    return node if changed else None
+
+
+def byte_length(node: exp.ByteLength, ctx: Ctx) -> exp.Expression | None:
+    # BYTE_LENGTH takes STRING or BYTES; sqlglot emits octet_length(), which DuckDB
+    # defines for BLOB only. strlen() is the UTF-8 byte count of a VARCHAR.
+    value = node.this
+    kind = kind_of(value)
+    if kind == "string":
+        return set_kind(fn("strlen", value), "int")
+    if kind == "bytes":
+        return None
+    as_blob = exp.TryCast(this=value.copy(), to=exp.DataType.build("BLOB"))
+    as_text = exp.TryCast(this=value, to=exp.DataType.build("VARCHAR"))
+    return set_kind(case([(typeof_in(value, "BLOB"), fn("octet_length", as_blob))], fn("strlen", as_text)), "int")
+
+
+def countif_zero(node: exp.CountIf, ctx: Ctx) -> exp.Expression | None:
+    # COUNTIF over no rows is 0 in BigQuery; DuckDB's COUNT_IF returns NULL there.
+    # COUNT(CASE ...) counts the same rows and is 0 on empty input, also as a window.
+    return set_kind(exp.Count(this=case([(node.this, exp.Literal.number(1))], None)), "int")
+
+
+# --- dates and times ---------------------------------------------------------------
+
+
+def date_result(node: exp.Expression, ctx: Ctx) -> exp.Expression | None:
+    # DATE_ADD/DATE_SUB/DATE_FROM_UNIX_DATE return DATE in BigQuery; DuckDB's
+    # date + INTERVAL returns TIMESTAMP, which then prints and serializes differently.
+    if isinstance(node, exp.DateTrunc) and kind_of(node.this) != "date":
+        return None  # DATE_TRUNC of a TIMESTAMP/DATETIME keeps its type
+    if isinstance(node.parent, exp.Cast) and _cast_target(node.parent) == exp.DType.DATE:
+        return None
+    return set_kind(exp.Cast(this=node, to=exp.DataType.build("DATE")), "date")
+
+
+def timestamp_diff(node: exp.TimestampDiff, ctx: Ctx) -> exp.Expression | None:
+    # TIMESTAMP_DIFF counts whole intervals (10:00:00 - 09:00:30 is 59 MINUTEs);
+    # sqlglot emits DuckDB date_diff, which counts boundaries crossed (60). DuckDB's
+    # date_sub counts whole intervals. (DATE_DIFF/DATETIME_DIFF do count boundaries.)
+    unit = node.args.get("unit")
+    name = unit.name.upper() if unit is not None else "DAY"
+    return set_kind(fn("date_sub", lit(name), node.expression, node.this), "int")
+
+
+def current_civil_time(node: exp.Expression, ctx: Ctx) -> exp.Expression | None:
+    # CURRENT_DATETIME does not exist in DuckDB, and CURRENT_DATE follows the session
+    # time zone; BigQuery means UTC unless a zone is given.
+    zone = node.this if isinstance(node.this, exp.Expression) else lit("UTC")
+    local = exp.AtTimeZone(this=exp.CurrentTimestamp(), zone=zone)
+    target = "DATE" if isinstance(node, exp.CurrentDate) else "TIMESTAMP"
+    return set_kind(exp.Cast(this=local, to=exp.DataType.build(target)), "date" if target == "DATE" else "datetime")
+
+
+def extract_part(node: exp.Extract, ctx: Ctx) -> exp.Expression | None:
+    # Date parts whose numbering differs: BigQuery DAYOFWEEK is 1 (Sunday)..7, DuckDB
+    # 0..6; BigQuery WEEK counts Sunday-started weeks from 0 (%U), DuckDB WEEK is ISO;
+    # MILLISECOND/MICROSECOND are within the second in BigQuery, within the minute in DuckDB.
+    part, value = node.this, node.expression
+    if isinstance(part, exp.WeekStart):
+        day = part.this.name.upper()
+        if day not in ("SUNDAY", "MONDAY"):
+            ctx.reject(node, f"EXTRACT(WEEK({day}) ...)",
+                       "DuckDB numbers weeks starting on SUNDAY or MONDAY only; use WEEK, WEEK(MONDAY) or ISOWEEK.")
+        return _strftime_int(value, "%U" if day == "SUNDAY" else "%W")
+    name = part.name.upper()
+    if name == "DAYOFWEEK":
+        return set_kind(exp.Paren(this=exp.Add(this=node, expression=exp.Literal.number(1))), "int")
+    if name == "WEEK":
+        return _strftime_int(value, "%U")
+    if name == "ISOWEEK":
+        node.set("this", exp.var("WEEK"))
+        return node
+    if name in ("MILLISECOND", "MICROSECOND"):
+        modulus = 1000 if name == "MILLISECOND" else 1000000
+        return set_kind(exp.Paren(this=exp.Mod(this=node, expression=exp.Literal.number(modulus))), "int")
+    if name in ("DATE", "TIME", "DATETIME"):
+        target = {"DATE": "DATE", "TIME": "TIME", "DATETIME": "TIMESTAMP"}[name]
+        return exp.Cast(this=value, to=exp.DataType.build(target))
+    return None
+
+
+def _strftime_int(value: exp.Expression, pattern: str) -> exp.Expression:
+    return set_kind(exp.Cast(this=fn("strftime", value, lit(pattern)), to=exp.DataType.build("BIGINT")), "int")
+
+
+# sqlglot has already turned BigQuery format elements into its neutral (Python) form;
+# these are the ones DuckDB's strftime/strptime read the way BigQuery does.
+_SAME_FORMAT_ELEMENTS = set("YmdHMSAaBbhjUWuwyGVIpX%f")
+_FORMAT_FIXES = {
+    "-d": "%e pads single-digit days with a space in BigQuery; DuckDB cannot. Use %d",
+    "e": "%c contains %e (space-padded day), which DuckDB cannot produce. Spell it out, e.g. '%a %b %d %H:%M:%S %Y'",
+    "z": "%z is '+0000' in BigQuery, '+00' in DuckDB. Format the offset yourself or omit it",
+    "Z": "%Z (time zone name) is empty for DuckDB timestamps. Write the zone as literal text",
+    "g": "%g is the ISO year without century in BigQuery, milliseconds in DuckDB. Use %G",
+    "n": "%n is a newline in BigQuery, nanoseconds in DuckDB. Put a newline in the literal instead",
+}
+_FORMAT_ELEMENT = re.compile(r"%(-?.)")
+
+
+def time_format(node: exp.Expression, ctx: Ctx) -> exp.Expression | None:
+    # FORMAT_/PARSE_ DATE/DATETIME/TIMESTAMP: a few format elements mean something else
+    # in DuckDB (%g, %n, %z...) or are unknown to it (%Q, %E*S...); the zone argument of
+    # FORMAT_TIMESTAMP / PARSE_TIMESTAMP is dropped by sqlglot. Check and fix both.
+    fmt = node.args.get("format")
+    if fmt is not None:
+        if not (isinstance(fmt, exp.Literal) and fmt.is_string):
+            ctx.reject(node, "a date/time format that is not a string literal",
+                       "Write the format as a literal so it can be checked for DuckDB.")
+        for m in _FORMAT_ELEMENT.finditer(fmt.this.replace("%%", "")):
+            element = m.group(1)
+            if element in _SAME_FORMAT_ELEMENTS:
+                continue
+            if element in _FORMAT_FIXES:
+                ctx.reject(node, f"format element in '{fmt.this}'", _FORMAT_FIXES[element] + ".")
+            ctx.reject(node, f"format element '%{element}'",
+                       "DuckDB's strftime/strptime cannot handle it; supported: "
+                       "%Y %m %d %H %M %S %A %a %B %b %h %j %U %W %u %w %y %G %V %I %p %x %X %D %F %T %E6S %%.")
+    zone = node.args.get("zone")
+    if zone is None:
+        return None
+    node.set("zone", None)
+    if isinstance(node, exp.TimeToStr):
+        # Render the wall-clock time in `zone`, as FORMAT_TIMESTAMP(fmt, ts, zone) does.
+        inner = node.this.this if isinstance(node.this, exp.TsOrDsToTimestamp) else node.this
+        node.set("this", exp.AtTimeZone(this=exp.Cast(this=inner, to=exp.DataType.build("TIMESTAMPTZ")), zone=zone))
+        return node
+    # PARSE_TIMESTAMP(fmt, text, zone): the parsed wall-clock time is in `zone`.
+    return set_kind(exp.AtTimeZone(this=node, zone=zone), "timestamp")
+
+
+# --- arrays ------------------------------------------------------------------------
+
+
+def unnest_offset(node: exp.Unnest, ctx: Ctx) -> exp.Expression | None:
+    # BigQuery's WITH OFFSET counts from 0; sqlglot emits DuckDB's WITH ORDINALITY,
+    # which counts from 1. Wrap the UNNEST in a derived table that subtracts 1
+    # (DuckDB joins it laterally, as BigQuery does with a correlated UNNEST).
+    offset = node.args.get("offset")
+    if not offset or not isinstance(node.parent, (exp.From, exp.Join)):
+        return None
+    alias = node.args.get("alias")
+    columns = alias.columns if alias is not None else []
+    if len(columns) != 1:
+        ctx.reject(node, "UNNEST(...) WITH OFFSET without a name for the element",
+                   "Name it: UNNEST(array) AS element WITH OFFSET AS pos.")
+    offset_name = offset.name if isinstance(offset, exp.Expression) else "offset"
+    n = ctx.next_id()
+    value_col, offset_col = f"_bq_value{n}", f"_bq_offset{n}"
+    inner_unnest = exp.Unnest(
+        expressions=node.expressions,
+        alias=exp.TableAlias(this=exp.to_identifier(f"_bq_unnest{n}"), columns=[exp.to_identifier(value_col)]),
+        offset=exp.to_identifier(offset_col),
+    )
+    inner = exp.select(
+        exp.alias_(exp.column(value_col), columns[0].copy()),
+        exp.alias_(exp.Sub(this=exp.column(offset_col), expression=exp.Literal.number(1)),
+                   exp.to_identifier(offset_name, quoted=getattr(offset, "quoted", False))),
+    ).from_(inner_unnest, copy=False)
+    return exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier(f"_bq_offsets{n}")))
+
+
+def json_object_key_order(node: exp.JSONObject, ctx: Ctx) -> exp.Expression | None:
+    # BigQuery JSON values keep object keys sorted (JSON_OBJECT('foo', 10, 'bar', TRUE)
+    # is {"bar":true,"foo":10}); DuckDB keeps the order written. With literal keys the
+    # pairs can be sorted here, so TO_JSON_STRING gives the same text on both.
+    pairs = node.expressions
+    if not pairs or not all(
+        isinstance(p, exp.JSONKeyValue) and isinstance(p.this, exp.Literal) and p.this.is_string for p in pairs
+    ):
+        return None
+    ordered = sorted(pairs, key=lambda p: p.this.this)
+    if ordered != pairs:
+        node.set("expressions", ordered)
+    return None
+
+
+def reject_missing(node: exp.Expression, ctx: Ctx) -> exp.Expression | None:
+    # Functions DuckDB cannot compute the BigQuery way; an error now beats a wrong
+    # or missing function later.
+    fixes = {
+        exp.FarmFingerprint: ("FARM_FINGERPRINT", "DuckDB has no FarmHash. Compute it in BigQuery, or "
+                              "use a target-specific macro (e.g. hash() on DuckDB) where the value itself does not matter."),
+    }
+    name, fix = fixes[type(node)]
+    ctx.reject(node, name, fix)
+    return None
+
+
+# --- the pipeline ------------------------------------------------------------------
+
+RULES: list[tuple[tuple[type[exp.Expression], ...], Rule]] = [
+    ((exp.FarmFingerprint,), reject_missing),
+    ((exp.Literal,), float_literal),
+    ((exp.DataType,), decimal_precision),
+    ((exp.Cast, exp.TryCast), cast_to_string),
+    ((exp.Cast, exp.TryCast), cast_to_int64),
+    ((exp.Cast, exp.TryCast), cast_to_bool),
+    ((exp.Anonymous,), ieee_divide),
+    ((exp.SafeAdd, exp.SafeSubtract, exp.SafeMultiply, exp.SafeNegate), safe_arithmetic),
+    ((exp.SafeFunc,), safe_prefix),
+    ((exp.Format,), format_printf),
+    ((exp.Like,), like_escape),
+    ((exp.Substring,), substr_position),
+    ((exp.ByteLength,), byte_length),
+    ((exp.CountIf,), countif_zero),
+    ((exp.DateAdd, exp.DateSub, exp.DateFromUnixDate, exp.DateTrunc), date_result),
+    ((exp.TimestampDiff,), timestamp_diff),
+    ((exp.CurrentDate, exp.CurrentDatetime), current_civil_time),
+    ((exp.Extract,), extract_part),
+    ((exp.TimeToStr, exp.StrToTime, exp.StrToDate), time_format),
+    ((exp.Unnest,), unnest_offset),
+    ((exp.JSONObject,), json_object_key_order),
+    *JSON_RULES,
+]
+
+_BY_TYPE: dict[type, list[Rule]] = {}
+for _types, _rule in RULES:
+    for _t in _types:
+        _BY_TYPE.setdefault(_t, []).append(_rule)
+
+
+def rewrite(tree: exp.Expression, ctx: Ctx) -> exp.Expression:
+    """Apply every rule to `tree` in place, children before parents; returns the root."""
+    root = tree
+    # Reverse pre-order visits every child before its parent; nodes a rule creates
+    # are already DuckDB-ready and are not visited again.
+    for node in reversed(list(tree.dfs())):
+        rules = _BY_TYPE.get(type(node))
+        if not rules:
+            continue
+        # Where the node hangs, taken before a rule re-parents it inside its replacement.
+        parent, arg_key, index = node.parent, node.arg_key, node.index
+        current = node
+        for rule in rules:
+            result = rule(current, ctx)
+            if result is None or result is current:
+                continue
+            if parent is None:
+                root = result
+            else:
+                parent.set(arg_key, result, index)
+            current = result
+            if type(current) is not type(node):
+                break  # a different construct now; the remaining rules were for the old one
+    return root
