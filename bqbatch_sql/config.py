@@ -125,6 +125,17 @@ class VertexPredictorConfig(Strict):
     poll_max_seconds: float = Field(default=300.0, gt=0)
     poll_multiplier: float = Field(default=1.5, ge=1.0)
     gcs_destination: str | None = None  # gs://bucket/prefix: JSONL output instead of a BigQuery table
+    # Vertex calls answered 429/5xx are retried: this many attempts, backoff doubling from initial to max.
+    retry_attempts: int = Field(default=6, ge=1)
+    retry_initial_seconds: float = Field(default=1.0, gt=0)
+    retry_max_seconds: float = Field(default=60.0, gt=0)
+
+    @field_validator("gcs_destination")
+    @classmethod
+    def _gcs_uri(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"gs://[a-z0-9][a-z0-9._\-]{1,220}(/.*)?", value):
+            raise ValueError(f"'{value}' is not a Cloud Storage prefix; write gs://BUCKET/PATH")
+        return value
 
 
 def _env_name(value: str | None) -> str | None:
@@ -213,6 +224,9 @@ class BigQueryTarget(Strict):
     job_labels: dict[str, str] = Field(default_factory=dict)
     maximum_bytes_billed: int | None = Field(default=None, gt=0)
     query_timeout_seconds: float = Field(default=600.0, gt=0)
+    # BigQuery API calls answered 429/5xx are retried with backoff from this delay, up to the deadline.
+    retry_initial_seconds: float = Field(default=1.0, gt=0)
+    retry_deadline_seconds: float = Field(default=600.0, gt=0)
     predictor: PredictorConfig = Field(default_factory=VertexPredictorConfig)
 
     @property
