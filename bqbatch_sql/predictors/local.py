@@ -16,9 +16,11 @@ response function pulls requests into Python, one bounded batch at a time.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -64,6 +66,7 @@ class _Run:
     cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
     cursors: list[duckdb.DuckDBPyConnection] = dataclasses.field(default_factory=list)
     thread: threading.Thread | None = None
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)  # seconds per phase
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,11 +149,16 @@ class LocalPredictor:
             if run.job.state in TERMINAL_STATES:
                 return
             run.cancel.set()
-            if run.job.state == JobState.RUNNING:
-                run.job.state = JobState.CANCELLING
+            run.job.state = JobState.CANCELLING
             cursors = list(run.cursors)
         for cursor in cursors:
             cursor.interrupt()  # stops the chunk statement in flight; DuckDB rolls it back
+
+    def timings(self, job_name: str) -> dict[str, float]:
+        """Where the job's time went, in seconds per phase (validate, templates, chunks, ...)."""
+        self.get(job_name)
+        with self._lock:
+            return dict(self._runs[job_name].timings)
 
     def wait(self, job_name: str, timeout: float | None = None) -> BatchJob:
         """Block until the job ends (or `timeout` seconds pass); the emulator and tests use this."""
@@ -169,9 +177,10 @@ class LocalPredictor:
         try:
             if run.settings.latency_seconds and run.cancel.wait(run.settings.latency_seconds):
                 raise JobCancelled()
-            if run.cancel.is_set():
-                raise JobCancelled()
-            self._update(run, state=JobState.RUNNING, start_time=_utcnow())
+            with self._lock:  # a cancel() racing this sees either PENDING or RUNNING, never a step back
+                if run.cancel.is_set():
+                    raise JobCancelled()
+                run.job.state, run.job.start_time = JobState.RUNNING, _utcnow()
             # A DuckDB connection is not to be shared across threads: the job has its own.
             cursor = self.adapter.connection.cursor()
             with self._lock:
@@ -204,13 +213,15 @@ class LocalPredictor:
             # One validation pass over the whole table: the shared rules are a large
             # expression that DuckDB takes ~0.5 s to plan, too much to pay per chunk.
             # Only the failing rows are kept, so the chunks' join on it is cheap.
-            cursor.execute(plan.validate_all())
+            with _phase(run, "validate"):
+                cursor.execute(plan.validate_all())
             using_function = settings.function is not None
             templates = False
             if using_function:
                 cursor.execute(plan.create_scratch("fn", ["rid BIGINT", "response TEXT", "error TEXT"]))
             elif plan.total:
-                templates = self._load_templates(run, cursor, plan)
+                with _phase(run, "templates"):
+                    templates = self._load_templates(run, cursor, plan)
             statement = plan.chunk_insert(
                 model_version(spec.model_id), settings.failure_rate, templates=templates, function=using_function
             )
@@ -220,11 +231,13 @@ class LocalPredictor:
                 if run.cancel.is_set():
                     raise JobCancelled()
                 if using_function:
-                    self._call_function(run, cursor, plan, low, high)
+                    with _phase(run, "response_function"):
+                        self._call_function(run, cursor, plan, low, high)
                     if run.cancel.is_set():  # asked while the function ran: the chunk is dropped whole
                         raise JobCancelled()
-                cursor.execute(statement, [low, high, _utcnow().replace(tzinfo=None)])
-                done, failed = cursor.execute(counts, [written]).fetchone()
+                with _phase(run, "chunks"):
+                    cursor.execute(statement, [low, high, _utcnow().replace(tzinfo=None)])
+                    done, failed = cursor.execute(counts, [written]).fetchone()
                 written += done
                 with self._lock:
                     run.job.succeeded += done - failed
@@ -376,6 +389,15 @@ def _template_for(key: str) -> tuple[str | None, str | None]:
         return None, schema_error_status(e)
 
 
+@contextlib.contextmanager
+def _phase(run: _Run, name: str):
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        run.timings[name] = run.timings.get(name, 0.0) + time.perf_counter() - start
+
+
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -386,6 +408,10 @@ def _utcnow() -> datetime:
 # against a single parse of the document (wildcards excepted). The API takes either
 # spelling of every key, at every level, hence the four spellings per setting.
 _SETTINGS = {
+    # The prompt and system text the answer echoes and the token estimate counts:
+    # first parts only. A wildcard over every part costs a second parse (~0.3 s per
+    # million rows); multi-part and multi-turn prompts are estimated low.
+    "prompt": ["$.contents[0].parts[0].text"],
     "system": [f"$.{k}.parts[0].text" for k in ("systemInstruction", "system_instruction")],
     "mime": [f"$.{g}.{k}" for g in ("generationConfig", "generation_config") for k in ("responseMimeType", "response_mime_type")],
     "schema": [f"$.{g}.{k}" for g in ("generationConfig", "generation_config") for k in ("responseSchema", "response_schema")],
@@ -393,7 +419,8 @@ _SETTINGS = {
         f"$.{g}.{k}" for g in ("generationConfig", "generation_config") for k in ("responseJsonSchema", "response_json_schema")
     ],
 }
-_PATHS = [p for paths in _SETTINGS.values() for p in paths]  # "system" first: rows without templates read only it
+_PATHS = [p for paths in _SETTINGS.values() for p in paths]
+_TEXT_PATHS = _SETTINGS["prompt"] + _SETTINGS["system"]  # first in _PATHS: rows without templates read only these
 
 
 def _path_list(paths: list[str]) -> str:
@@ -544,7 +571,10 @@ class _Plan:
             sql_fragment("HASH(R, s.rowid)", R=request).as_("__bqb_fh"),
             sql_fragment("CASE WHEN i.v IS NULL THEN R END", R=request).as_("__bqb_j"),
         ).from_(self.source.table(alias="s")).join(
-            self._scratch("invalid").table(alias="i"), on="i.rid = s.rowid", join_type="left"
+            # The chunk's failing rows only: the join's build side stays small even when most rows fail.
+            exp.select("rid", "v").from_(self._scratch("invalid").table()).where(
+                "rid >= $1 AND rid < $2", dialect="duckdb").subquery("i"),
+            on="i.rid = s.rowid", join_type="left",
         ).where("s.rowid >= $1 AND s.rowid < $2", dialect="duckdb")
         failed, status = failure_sql(exp.column("__bqb_fh"), failure_rate)
         return exp.select("l1.*", failed.as_("__bqb_fail")).from_(rows.subquery("l1")), status
@@ -566,15 +596,17 @@ class _Plan:
             missing = exp.Literal.string(function_error_status("?", "no result was recorded for this row"))
             error = sql_fragment("COALESCE(__bqb_err, CASE WHEN __bqb_out IS NULL THEN M END)", M=missing)
         else:
-            paths = _PATHS if templates else _SETTINGS["system"]
+            e = exp.column("__bqb_e")
             tag = exp.column("__bqb_tag")
+            prompt = _setting(e, "prompt")
             parsed = exp.select(
                 "l2.*",
-                sql_fragment("ARRAY_TO_STRING(__bqb_j ->> '$.contents[*].parts[*].text', ' ')").as_("__bqb_prompt"),
-                sql_fragment(f"__bqb_j ->> {_path_list(paths)}").as_("__bqb_e"),
-                sql_fragment("LEFT(PRINTF('%016x', __bqb_h), 8)").as_("__bqb_tag"),
+                sql_fragment(f"__bqb_j ->> {_path_list(_PATHS if templates else _TEXT_PATHS)}").as_("__bqb_e"),
+                # 8 hex digits of the request's hash: names the request in the text and
+                # varies a schema's free strings per row (same width as HASH_MARKER).
+                sql_fragment("LPAD(HEX(__bqb_h >> 32), 8, '0')").as_("__bqb_tag"),
             ).from_(rows.subquery("l2"))
-            default_text = default_text_sql(exp.column("__bqb_prompt"), tag)
+            default_text = default_text_sql(prompt, tag)
             if templates:
                 text = sql_fragment("CASE WHEN m.template IS NOT NULL THEN REPLACE(m.template, MARK, TAG) ELSE D END",
                                     MARK=exp.Literal.string(HASH_MARKER), TAG=tag, D=default_text)
@@ -587,11 +619,14 @@ class _Plan:
             else:
                 answered = exp.select("l3.*", default_text.as_("__bqb_text"), "NULL AS __bqb_err").from_(
                     parsed.subquery("l3"))
-            prompt_tokens = token_estimate_sql(sql_fragment("LENGTH(P) + LENGTH(COALESCE(S, ''))",
-                                                            P=exp.column("__bqb_prompt"),
-                                                            S=_setting(exp.column("__bqb_e"), "system")))
-            response = response_json_sql(exp.column("__bqb_text"), prompt_tokens,
-                                          token_estimate_sql(sql_fragment("LENGTH(__bqb_text)")), version)
+            # Token counts in their own layer: each is used twice in the response.
+            answered = exp.select(
+                "l4.*",
+                token_estimate_sql(sql_fragment("STRLEN(P) + STRLEN(COALESCE(S, ''))", P=prompt,
+                                                S=_setting(e, "system"))).as_("__bqb_pt"),
+                token_estimate_sql(sql_fragment("STRLEN(__bqb_text)")).as_("__bqb_ct"),
+            ).from_(answered.subquery("l4"))
+            response = response_json_sql(exp.column("__bqb_text"), exp.column("__bqb_pt"), exp.column("__bqb_ct"), version)
             error = exp.column("__bqb_err")
         ok = sql_fragment("__bqb_v IS NULL AND NOT __bqb_fail AND ERR IS NULL", ERR=error)
         status = sql_fragment(
@@ -603,7 +638,7 @@ class _Plan:
             exp.Case().when(ok, response).as_("response"),
             status.as_("status"),
             sql_fragment("CAST($3 AS TIMESTAMP)").as_("processed_time"),
-        ).from_(answered.subquery("l4"))
+        ).from_(answered.subquery("l5"))
         # Keep the table's row order. The small joins (failing rows, schema templates)
         # stream the chunk through in order; the function results may be the larger
         # side of their join, which then reorders.
