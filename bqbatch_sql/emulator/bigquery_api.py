@@ -299,6 +299,8 @@ class BigQueryApi:
         if "query" not in config:
             kinds = ", ".join(k for k in config if k not in ("labels", "dryRun", "jobTimeoutMs")) or "none"
             raise bad_request(f"The emulator runs query jobs only; this job's configuration is: {kinds}.")
+        if config.get("dryRun"):
+            return self._dry_run(ref, config)
         key = (ref["projectId"], ref["jobId"])
         with self._jobs_lock:
             if key in self.jobs:
@@ -347,11 +349,40 @@ class BigQueryApi:
             self.jobs[(project, job_id)] = job
         return job
 
+    def _dry_run(self, ref: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+        """A dry run is answered at once and kept nowhere; an invalid query is an HTTP error, as BigQuery does."""
+        project = ref["projectId"]
+        query = dict(config["query"])
+        outcome = self.engine.dry_run(self._request(project, ref["jobId"], query))
+        ref = {"projectId": project, "location": ref.get("location") or self._location_of(outcome, project, query) or "US"}
+        stats: dict[str, Any] = {
+            "statementType": outcome.statement_type,
+            "totalBytesProcessed": str(outcome.bytes_estimate),
+            "totalBytesBilled": "0",
+            "cacheHit": False,
+            "referencedTables": [r.api() for r in dict.fromkeys(outcome.referenced)],
+        }
+        if outcome.fields is not None:
+            stats["schema"] = {"fields": outcome.fields}
+        return {
+            "kind": "bigquery#job",
+            "jobReference": ref,
+            "configuration": {**config, "jobType": "QUERY"},
+            "status": {"state": "DONE"},
+            "statistics": {"creationTime": str(now_ms()), "totalBytesProcessed": str(outcome.bytes_estimate), "query": stats},
+        }
+
     def _execute(self, project: str, job_id: str, query: dict[str, Any]) -> tuple[QueryOutcome | None, ApiError | None]:
+        try:
+            return self.engine.run(self._request(project, job_id, query)), None
+        except ApiError as e:
+            return None, e
+
+    def _request(self, project: str, job_id: str, query: dict[str, Any]) -> QueryRequest:
         default = query.get("defaultDataset")
         dest = query.get("destinationTable")
         self.catalog.create_dataset(project, ANON_DATASET, hidden=True, exists_ok=True)
-        request = QueryRequest(
+        return QueryRequest(
             sql=query.get("query") or "",
             project=project,
             result_ref=TableRef(project, ANON_DATASET, f"anon_{job_id}"),
@@ -361,10 +392,6 @@ class BigQueryApi:
             write_disposition=query.get("writeDisposition"),
             create_disposition=query.get("createDisposition"),
         )
-        try:
-            return self.engine.run(request), None
-        except ApiError as e:
-            return None, e
 
     def _location_of(self, outcome: QueryOutcome | None, project: str, query: dict[str, Any]) -> str | None:
         refs = list(outcome.referenced) if outcome else []
@@ -460,6 +487,14 @@ class BigQueryApi:
             ref["location"] = body["location"]
         config_keys = ("query", "defaultDataset", "queryParameters", "parameterMode", "useLegacySql", "labels")
         query_config = {k: body[k] for k in config_keys if k in body}
+        if body.get("dryRun"):
+            job = self._dry_run(ref, {"query": query_config, "dryRun": True})
+            stats = job["statistics"]["query"]
+            result = {"kind": "bigquery#queryResponse", "jobReference": job["jobReference"], "jobComplete": True,
+                      "totalBytesProcessed": stats["totalBytesProcessed"], "cacheHit": False}
+            if "schema" in stats:
+                result["schema"] = stats["schema"]
+            return result
         with self._jobs_lock:
             self.jobs[(project, ref["jobId"])] = {}
         job = self._run_query_job(ref, {"query": query_config})

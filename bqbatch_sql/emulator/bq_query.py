@@ -40,6 +40,8 @@ class QueryOutcome:
     ddl_target_dataset: tuple[str, str] | None = None
     ddl_operation: str | None = None
     referenced: list[TableRef] = field(default_factory=list)
+    fields: list[dict[str, Any]] | None = None  # a dry run's result schema
+    bytes_estimate: int = 0  # a dry run's guess of the bytes read
 
 
 @dataclass
@@ -59,7 +61,8 @@ class QueryEngine:
         self.catalog = catalog
 
     def run(self, request: QueryRequest) -> QueryOutcome:
-        statements = parse_sql(request.sql)
+        sql, request.parameters = _name_positional(request.sql, request.parameters)
+        statements = parse_sql(sql)
         outcome = QueryOutcome("SELECT")
         with self.catalog.lock:
             for i, tree in enumerate(statements):
@@ -67,6 +70,42 @@ class QueryEngine:
                 outcome = self._run_one(tree, request, last)
         if len(statements) > 1:
             outcome.statement_type = "SCRIPT"
+        return outcome
+
+    def dry_run(self, request: QueryRequest) -> QueryOutcome:
+        """Check a query as BigQuery's dryRun does: names resolve, SQL transpiles, a SELECT's schema; nothing runs."""
+        sql, request.parameters = _name_positional(request.sql, request.parameters)
+        statements = parse_sql(sql)
+        outcome = QueryOutcome("SCRIPT" if len(statements) > 1 else "SELECT")
+        with self.catalog.lock:
+            for tree in statements:
+                if isinstance(tree, (exp.Create, exp.Drop)) and tree.kind == "SCHEMA":
+                    outcome.statement_type = f"{tree.key.upper()}_SCHEMA"
+                    continue
+                one = QueryOutcome(_statement_type(tree))
+                self._rewrite_tables(tree, request, one)
+                params = _bind_parameters(tree, request.parameters)
+                _float_literals(tree)
+                if isinstance(tree, exp.Query):
+                    _name_anonymous_columns(tree)
+                    # DESCRIBE plans the query (names, types, functions) without running it.
+                    described = self._execute(exp.Describe(this=tree), params)
+                    one.fields = [bq_types.duckdb_to_field(row[0], row[1]) for row in described]
+                else:
+                    try:
+                        transpile(tree, "duckdb")
+                    except CompileError as e:
+                        raise invalid_query(str(e)) from None
+                one.bytes_estimate = sum(
+                    self.catalog.row_count(ref) * 8 * len(self.catalog.duckdb_columns(ref))
+                    for ref in set(one.referenced)
+                    if self.catalog.table_kind(ref) == "TABLE"
+                )
+                outcome.referenced += one.referenced
+                outcome.bytes_estimate += one.bytes_estimate
+                if len(statements) == 1:
+                    outcome.statement_type = one.statement_type
+                outcome.fields = one.fields
         return outcome
 
     def run_tree(self, tree: exp.Expression, request: QueryRequest) -> QueryOutcome:
@@ -194,6 +233,8 @@ class QueryEngine:
                 continue  # table functions, UNNEST and the like are not catalog tables
             if not table.args.get("db") and table.name.lower() in ctes:
                 continue
+            if isinstance(table.parent, exp.AlterRename):
+                continue  # RENAME TO takes a bare name in the table's own dataset
             ref = _resolve(table, request)
             if ref.table.upper().startswith("INFORMATION_SCHEMA."):
                 raise invalid_query(
@@ -346,32 +387,52 @@ def _name_anonymous_columns(tree: exp.Query) -> None:
     select.set("expressions", new)
 
 
-def _bind_parameters(tree: exp.Expression, parameters: list[dict[str, Any]]) -> dict[str, Any]:
-    """Replace @name and ? by CAST($name AS type); return the values DuckDB binds."""
-    named = {p["name"].lower(): p for p in parameters if p.get("name")}
+_POSITIONAL = "__bqemu_pos_"
+
+
+def _name_positional(sql: str, parameters: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """Give each `?` the name of its parameter, in the order the `?` appear in the text.
+
+    The tree cannot tell that order (a WITH clause is stored after the SELECT it
+    precedes), the tokens can. Only placeholder tokens are rewritten, into named
+    parameters; values stay bound parameters.
+    """
     positional = [p for p in parameters if not p.get("name")]
+    if not positional:
+        return sql, parameters
+    from sqlglot.dialects.bigquery import BigQuery
+    from sqlglot.errors import TokenError
+    from sqlglot.tokens import TokenType
+
+    try:
+        spots = [t for t in BigQuery().tokenize(sql) if t.token_type == TokenType.PLACEHOLDER]
+    except TokenError:
+        return sql, parameters  # the parser will report the syntax error with its location
+    if len(spots) != len(positional):
+        raise invalid_query(f"The query has {len(spots)} positional parameters (?) but {len(positional)} values were given.")
+    pieces, cursor = [], 0
+    for i, token in enumerate(spots):
+        pieces += [sql[cursor:token.start], f"@{_POSITIONAL}{i}"]
+        cursor = token.end + 1
+    pieces.append(sql[cursor:])
+    named = [p for p in parameters if p.get("name")] + [{**p, "name": f"{_POSITIONAL}{i}"} for i, p in enumerate(positional)]
+    return "".join(pieces), named
+
+
+def _bind_parameters(tree: exp.Expression, parameters: list[dict[str, Any]]) -> dict[str, Any]:
+    """Replace @name by CAST($name AS type); return the values DuckDB binds."""
+    named = {p["name"].lower(): p for p in parameters if p.get("name")}
     values: dict[str, Any] = {}
-    placeholders = [n for n in tree.walk(bfs=False) if isinstance(n, (exp.Parameter, exp.Placeholder))]
-    position = 0
-    for node in placeholders:
-        if isinstance(node, exp.Parameter):
-            if isinstance(node.this, exp.Parameter):
-                raise invalid_query(f"System variable @@{node.this.name} is not supported by the emulator.")
-            name = node.name
-            param = named.get(name.lower())
-            if param is None:
-                raise invalid_query(f"Query parameter '{name}' not found")
-            key = f"n_{name.lower()}"
-        else:
-            if node.this:  # a named placeholder such as :name is not BigQuery syntax
-                raise invalid_query(f"Unsupported parameter syntax ':{node.this}'; use @name or ?.")
-            if position >= len(positional):
-                raise invalid_query(
-                    f"Query has {position + 1} or more positional parameters (?) but {len(positional)} were given"
-                )
-            param = positional[position]
-            key = f"p_{position}"
-            position += 1
+    for node in [n for n in tree.walk(bfs=False) if isinstance(n, (exp.Parameter, exp.Placeholder))]:
+        if isinstance(node, exp.Placeholder):
+            raise invalid_query("Positional parameters (?) need values: pass them as query_parameters.")
+        if isinstance(node.this, exp.Parameter):
+            raise invalid_query(f"System variable @@{node.this.name} is not supported by the emulator.")
+        name = node.name
+        param = named.get(name.lower())
+        if param is None:
+            raise invalid_query(f"Query parameter '{name}' not found")
+        key = f"n_{name.lower()}"
         try:
             dtype = bq_types.parameter_type_to_duckdb(param.get("parameterType") or {})
             values[key] = bq_types.parameter_value(param.get("parameterType") or {}, param.get("parameterValue"))

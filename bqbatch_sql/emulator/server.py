@@ -27,6 +27,7 @@ from bqbatch_sql.emulator.api_errors import ApiError
 from bqbatch_sql.emulator.bigquery_api import BigQueryApi
 from bqbatch_sql.emulator.faults import Faults
 from bqbatch_sql.emulator.storage import Catalog
+from bqbatch_sql.emulator.vertex_api import VertexApi
 
 
 @dataclass
@@ -118,20 +119,10 @@ class Emulator:
         self.router = Router()
         for method, template, handler in self.bigquery.routes():
             self.router.add(method, template, handler, "bigquery")
-        self.vertex = None
-        try:
-            from bqbatch_sql.emulator.vertex_api import VertexApi
-        except ImportError as e:  # the local predictor is not importable: BigQuery still works
-            self.vertex_unavailable = f"{type(e).__name__}: {e}"
-        else:
-            self.vertex_unavailable = None
-            self.vertex = VertexApi(self.catalog, self.faults, **(vertex_options or {}))
-            for version in ("v1", "v1beta1"):
-                for method, template, handler in self.vertex.routes(f"/{version}"):
-                    self.router.add(method, template, handler, "vertex")
-        from bqbatch_sql.emulator.gemini_api import GeminiApi  # Gemini Developer API: generateContent, files, batches
-
-        GeminiApi().install(self)
+        self.vertex = VertexApi(self.catalog, self.faults, **(vertex_options or {}))
+        for version in ("v1", "v1beta1"):
+            for method, template, handler in self.vertex.routes(f"/{version}"):
+                self.router.add(method, template, handler, "vertex")
         # The Gemini Developer API (and Vertex's online generateContent) share the server.
         from bqbatch_sql.emulator.gemini_api import GeminiApi
 
@@ -280,7 +271,7 @@ def run_emulator(host: str = "127.0.0.1", port: int = 9050, data_path: str | Pat
     """`bqbatch emulator`: serve until Ctrl-C, after printing how to point clients at it."""
     emulator = Emulator(host, port, data_path, log=log)
     url = emulator.start()
-    print(connection_help(url, data_path, emulator.vertex_unavailable), flush=True)
+    print(connection_help(url, data_path), flush=True)
     try:
         while True:
             time.sleep(3600)
@@ -290,7 +281,7 @@ def run_emulator(host: str = "127.0.0.1", port: int = 9050, data_path: str | Pat
         emulator.stop()
 
 
-def connection_help(url: str, data_path: str | Path | None, vertex_unavailable: str | None = None) -> str:
+def connection_help(url: str, data_path: str | Path | None) -> str:
     storage = f"DuckDB file {data_path}" if data_path else "in memory (gone when it stops; --data PATH keeps it)"
     lines = [
         f"bqbatch emulator listening on {url}",
@@ -315,6 +306,4 @@ def connection_help(url: str, data_path: str | Path | None, vertex_unavailable: 
         "",
         "Press Ctrl-C to stop.",
     ]
-    if vertex_unavailable:
-        lines.insert(2, f"  Vertex AI batch prediction is unavailable: {vertex_unavailable}")
     return "\n".join(lines)

@@ -333,3 +333,37 @@ def test_data_path_keeps_datasets_and_tables_across_restarts(tmp_path, make_bq):
         client = make_bq(emu.url)
         assert client.get_dataset("kept").location == "us-central1"
         assert [r["s"] for r in client.list_rows("kept.t")] == ["still here"]
+
+
+def test_positional_parameters_follow_the_text_order_even_around_a_with_clause(bq):
+    params = [bigquery.ScalarQueryParameter(None, "INT64", 1), bigquery.ScalarQueryParameter(None, "STRING", "two"),
+              bigquery.ScalarQueryParameter(None, "INT64", 1)]
+    rows = bq.query_and_wait("with a as (select ? as v) select ? as w, v from a where v = ? -- a ? in a comment",
+                             job_config=bigquery.QueryJobConfig(query_parameters=params))
+    assert [tuple(r) for r in rows] == [("two", 1)]
+    with pytest.raises(exceptions.BadRequest, match="2 positional parameters"):
+        bq.query_and_wait("select ?, ?", job_config=bigquery.QueryJobConfig(query_parameters=params[:1]))
+
+
+def test_dry_run_checks_and_describes_without_running(bq):
+    bq.create_dataset("d")
+    bq.query_and_wait("create table d.t as select x from unnest(generate_array(1, 100)) as x")
+    config = bigquery.QueryJobConfig(dry_run=True, use_query_cache=False)
+    job = bq.query("select x, x * 2.5 from d.t", job_config=config)
+    assert [(f.name, f.field_type) for f in job.schema] == [("x", "INTEGER"), ("f0_", "FLOAT")]
+    assert job.total_bytes_processed > 0 and job.statement_type == "SELECT"
+    assert [t.table_id for t in job.referenced_tables] == ["t"]
+    bq.query("delete from d.t where true", job_config=config)
+    assert bq.get_table("d.t").num_rows == 100  # nothing ran
+    with pytest.raises(exceptions.BadRequest, match="nope"):
+        bq.query("select nope from d.t", job_config=config)
+    with pytest.raises(exceptions.NotFound):
+        bq.query("select * from d.missing", job_config=config)
+
+
+def test_alter_table_rename_moves_the_table(bq):
+    bq.create_dataset("d")
+    bq.query_and_wait("create table d.old_name as select 1 as x")
+    bq.query_and_wait("alter table d.old_name rename to new_name")
+    assert [t.table_id for t in bq.list_tables("d")] == ["new_name"]
+    assert [r["x"] for r in bq.list_rows("d.new_name")] == [1]
