@@ -27,6 +27,10 @@ from sqlglot import exp
 from bqbatch_sql.compile_duckdb_json import JSON_RULES
 from bqbatch_sql.compile_support import (
     Ctx,
+    _and,
+    _or,
+    clone,
+    dtype,
     case,
     fn,
     int_literal,
@@ -55,7 +59,7 @@ def float_literal(node: exp.Literal, ctx: Ctx) -> exp.Expression | None:
     text = node.this
     if "." not in text or "e" in text.lower():
         return None
-    return set_kind(exp.Cast(this=node, to=exp.DataType.build("DOUBLE")), "float")
+    return set_kind(exp.Cast(this=node, to=dtype("DOUBLE")), "float")
 
 
 def decimal_precision(node: exp.DataType, ctx: Ctx) -> exp.Expression | None:
@@ -69,13 +73,12 @@ def decimal_precision(node: exp.DataType, ctx: Ctx) -> exp.Expression | None:
             "or FLOAT64 for this column.",
         )
     if node.this == exp.DType.DECIMAL and not node.expressions:
-        return exp.DataType.build("DECIMAL(38, 9)")
+        return dtype("DECIMAL(38, 9)")
     return None
 
 
 _NUMBER_AS_TEXT = r"(\.[0-9]*[1-9])0+$|\.0+$"
 _INT64_TEXT = r"\s*[+-]?(0[xX][0-9a-fA-F]+|[0-9]+)\s*"
-_NON_NUMERIC_KINDS = {"string", "int", "bool", "date", "timestamp", "datetime", "json", "array"}
 
 
 def _cast_target(node: exp.Cast) -> exp.DType:
@@ -89,15 +92,15 @@ def cast_to_string(node: exp.Cast, ctx: Ctx) -> exp.Expression | None:
         return None
     value = node.this
     kind = kind_of(value)
-    if kind in _NON_NUMERIC_KINDS:
+    if kind not in (None, "float", "decimal"):
         return None
-    text = node.copy()
-    trimmed = fn("regexp_replace", node.copy(), lit(_NUMBER_AS_TEXT), lit(r"\1"))
+    text = clone(node)
+    trimmed = fn("regexp_replace", clone(node), lit(_NUMBER_AS_TEXT), lit(r"\1"))
     if kind in ("float", "decimal"):
         return set_kind(trimmed, "string")
-    is_number = exp.or_(
+    is_number = _or(
         typeof_in(value, "DOUBLE", "FLOAT"),
-        exp.Like(this=fn("typeof", value.copy()), expression=lit("DECIMAL%")),
+        exp.Like(this=fn("typeof", clone(value)), expression=lit("DECIMAL%")),
     )
     return set_kind(case([(is_number, trimmed)], text), "string")
 
@@ -116,20 +119,20 @@ def cast_to_int64(node: exp.Cast, ctx: Ctx) -> exp.Expression | None:
     if isinstance(value, exp.Literal) and value.is_string:
         return _int64_from_literal(node, value.this, safe, ctx)
     cast_cls = exp.TryCast if safe else exp.Cast
-    bigint = exp.DataType.build("BIGINT")
+    bigint = dtype("BIGINT")
 
     def rounded() -> exp.Expression:
-        as_double = value.copy() if kind == "float" else exp.Cast(this=value.copy(), to=exp.DataType.build("DOUBLE"))
-        return cast_cls(this=exp.Round(this=as_double), to=bigint.copy())
+        as_double = clone(value) if kind == "float" else exp.Cast(this=clone(value), to=dtype("DOUBLE"))
+        return cast_cls(this=exp.Round(this=as_double), to=clone(bigint))
 
     def bad_text() -> exp.Expression:
-        text = exp.Cast(this=value.copy(), to=exp.DataType.build("VARCHAR"))
-        return exp.not_(fn("regexp_full_match", text, lit(_INT64_TEXT)))
+        text = exp.Cast(this=clone(value), to=dtype("VARCHAR"))
+        return exp.Not(this=fn("regexp_full_match", text, lit(_INT64_TEXT)))
 
     failure = exp.Null() if safe else fn(
-        "error", exp.DPipe(this=lit("Bad int64 value: "), expression=exp.Cast(this=value.copy(), to=exp.DataType.build("VARCHAR")))
+        "error", exp.DPipe(this=lit("Bad int64 value: "), expression=exp.Cast(this=clone(value), to=dtype("VARCHAR")))
     )
-    plain = cast_cls(this=value.copy(), to=bigint.copy())
+    plain = cast_cls(this=clone(value), to=clone(bigint))
     if kind == "float":
         return set_kind(rounded(), "int")
     if kind == "string":
@@ -138,7 +141,7 @@ def cast_to_int64(node: exp.Cast, ctx: Ctx) -> exp.Expression | None:
         case(
             [
                 (typeof_in(value, "DOUBLE", "FLOAT"), rounded()),
-                (exp.and_(typeof_in(value, "VARCHAR"), bad_text()), failure),
+                (_and(typeof_in(value, "VARCHAR"), bad_text()), failure),
             ],
             plain,
         ),
@@ -156,7 +159,7 @@ def _int64_from_literal(node: exp.Cast, text: str, safe: bool, ctx: Ctx) -> exp.
         value = -value if text.strip().startswith("-") else value
     if value is None or not -(2**63) <= value < 2**63:
         if safe:
-            return exp.Cast(this=exp.Null(), to=exp.DataType.build("BIGINT"))
+            return exp.Cast(this=exp.Null(), to=dtype("BIGINT"))
         ctx.reject(node, f"CAST('{text}' AS INT64) (BigQuery fails with 'Bad int64 value: {text}')",
                    "Cast a whole number written in decimal or 0x hex, or use SAFE_CAST for NULL.")
     return set_kind(exp.Literal.number(value), "int")
@@ -177,15 +180,15 @@ def cast_to_bool(node: exp.Cast, ctx: Ctx) -> exp.Expression | None:
         if word in ("true", "false"):
             return set_kind(exp.Boolean(this=word == "true"), "bool")
         if safe:
-            return exp.Cast(this=exp.Null(), to=exp.DataType.build("BOOLEAN"))
+            return exp.Cast(this=exp.Null(), to=dtype("BOOLEAN"))
         ctx.reject(node, f"CAST('{value.this}' AS BOOL) (BigQuery fails with 'Bad bool value')",
                    "BigQuery reads only 'true' and 'false' as BOOL; use SAFE_CAST for NULL.")
-    text = exp.Cast(this=value.copy(), to=exp.DataType.build("VARCHAR"))
-    bad = exp.not_(exp.In(this=exp.Lower(this=text), expressions=[lit("true"), lit("false")]))
+    text = exp.Cast(this=clone(value), to=dtype("VARCHAR"))
+    bad = exp.Not(this=exp.In(this=exp.Lower(this=text), expressions=[lit("true"), lit("false")]))
     if kind is None:
-        bad = exp.and_(typeof_in(value, "VARCHAR"), bad)
-    failure = exp.Null() if safe else fn("error", exp.DPipe(this=lit("Bad bool value: "), expression=text.copy()))
-    plain = (exp.TryCast if safe else exp.Cast)(this=value.copy(), to=exp.DataType.build("BOOLEAN"))
+        bad = _and(typeof_in(value, "VARCHAR"), bad)
+    failure = exp.Null() if safe else fn("error", exp.DPipe(this=lit("Bad bool value: "), expression=clone(text)))
+    plain = (exp.TryCast if safe else exp.Cast)(this=clone(value), to=dtype("BOOLEAN"))
     return set_kind(case([(bad, failure)], plain), "bool")
 
 
@@ -195,20 +198,20 @@ def ieee_divide(node: exp.Anonymous, ctx: Ctx) -> exp.Expression | None:
     if node.name.upper() != "IEEE_DIVIDE" or len(node.expressions) != 2:
         return None
     x, y = node.expressions
-    double = exp.DataType.build("DOUBLE")
+    double = dtype("DOUBLE")
 
     def const(text: str) -> exp.Expression:
-        return exp.Cast(this=lit(text), to=double.copy())
+        return exp.Cast(this=lit(text), to=clone(double))
 
     by_zero = case(
         [
-            (fn("isnan", exp.Cast(this=x.copy(), to=double.copy())), const("nan")),
-            (exp.GT(this=x.copy(), expression=exp.Literal.number(0)), const("inf")),
-            (exp.LT(this=x.copy(), expression=exp.Literal.number(0)), const("-inf")),
+            (fn("isnan", exp.Cast(this=clone(x), to=clone(double))), const("nan")),
+            (exp.GT(this=clone(x), expression=exp.Literal.number(0)), const("inf")),
+            (exp.LT(this=clone(x), expression=exp.Literal.number(0)), const("-inf")),
         ],
         const("nan"),
     )
-    quotient = exp.Div(this=exp.Cast(this=x, to=double.copy()), expression=y.copy())
+    quotient = exp.Div(this=exp.Cast(this=x, to=clone(double)), expression=clone(y))
     return set_kind(case([(exp.EQ(this=y, expression=exp.Literal.number(0)), by_zero)], quotient), "float")
 
 
@@ -282,9 +285,9 @@ def substr_position(node: exp.Substring, ctx: Ctx) -> exp.Expression | None:
         node.set("start", exp.Literal.number(1))
         changed = True
     elif start is not None and (value is None or value < 0):
-        too_far_left = exp.or_(
-            exp.EQ(this=start.copy(), expression=exp.Literal.number(0)),
-            exp.LT(this=start.copy(), expression=exp.Neg(this=exp.Length(this=node.this.copy()))),
+        too_far_left = _or(
+            exp.EQ(this=clone(start), expression=exp.Literal.number(0)),
+            exp.LT(this=clone(start), expression=exp.Neg(this=exp.Length(this=clone(node.this)))),
         )
         node.set("start", case([(too_far_left, exp.Literal.number(1))], start))
         changed = True
@@ -293,7 +296,7 @@ def substr_position(node: exp.Substring, ctx: Ctx) -> exp.Expression | None:
         if n is not None and n < 0:
             ctx.reject(node, f"SUBSTR() with negative length {n}", "Use a length of 0 or more.")
         if n is None:
-            negative = exp.LT(this=length.copy(), expression=exp.Literal.number(0))
+            negative = exp.LT(this=clone(length), expression=exp.Literal.number(0))
             message = lit("Third argument in SUBSTR() cannot be negative")
             node.set("length", case([(negative, fn("error", message))], length))
             changed = True
@@ -309,8 +312,8 @@ def byte_length(node: exp.ByteLength, ctx: Ctx) -> exp.Expression | None:
         return set_kind(fn("strlen", value), "int")
     if kind == "bytes":
         return None
-    as_blob = exp.TryCast(this=value.copy(), to=exp.DataType.build("BLOB"))
-    as_text = exp.TryCast(this=value, to=exp.DataType.build("VARCHAR"))
+    as_blob = exp.TryCast(this=clone(value), to=dtype("BLOB"))
+    as_text = exp.TryCast(this=value, to=dtype("VARCHAR"))
     return set_kind(case([(typeof_in(value, "BLOB"), fn("octet_length", as_blob))], fn("strlen", as_text)), "int")
 
 
@@ -330,7 +333,7 @@ def date_result(node: exp.Expression, ctx: Ctx) -> exp.Expression | None:
         return None  # DATE_TRUNC of a TIMESTAMP/DATETIME keeps its type
     if isinstance(node.parent, exp.Cast) and _cast_target(node.parent) == exp.DType.DATE:
         return None
-    return set_kind(exp.Cast(this=node, to=exp.DataType.build("DATE")), "date")
+    return set_kind(exp.Cast(this=node, to=dtype("DATE")), "date")
 
 
 def timestamp_diff(node: exp.TimestampDiff, ctx: Ctx) -> exp.Expression | None:
@@ -342,13 +345,22 @@ def timestamp_diff(node: exp.TimestampDiff, ctx: Ctx) -> exp.Expression | None:
     return set_kind(fn("date_sub", lit(name), node.expression, node.this), "int")
 
 
+def unix_to_timestamp(node: exp.UnixToTime, ctx: Ctx) -> exp.Expression | None:
+    # TIMESTAMP_MILLIS/MICROS return a TIMESTAMP (UTC instant); sqlglot's epoch_ms() and
+    # make_timestamp() return DuckDB's zone-less TIMESTAMP, which prints without '+00'
+    # and compares as a civil time. Under the UTC session the cast is exact.
+    if isinstance(node.parent, exp.Cast) and _cast_target(node.parent) == exp.DType.TIMESTAMPTZ:
+        return None
+    return set_kind(exp.Cast(this=node, to=dtype("TIMESTAMPTZ")), "timestamp")
+
+
 def current_civil_time(node: exp.Expression, ctx: Ctx) -> exp.Expression | None:
     # CURRENT_DATETIME does not exist in DuckDB, and CURRENT_DATE follows the session
     # time zone; BigQuery means UTC unless a zone is given.
     zone = node.this if isinstance(node.this, exp.Expression) else lit("UTC")
     local = exp.AtTimeZone(this=exp.CurrentTimestamp(), zone=zone)
     target = "DATE" if isinstance(node, exp.CurrentDate) else "TIMESTAMP"
-    return set_kind(exp.Cast(this=local, to=exp.DataType.build(target)), "date" if target == "DATE" else "datetime")
+    return set_kind(exp.Cast(this=local, to=dtype(target)), "date" if target == "DATE" else "datetime")
 
 
 def extract_part(node: exp.Extract, ctx: Ctx) -> exp.Expression | None:
@@ -375,12 +387,12 @@ def extract_part(node: exp.Extract, ctx: Ctx) -> exp.Expression | None:
         return set_kind(exp.Paren(this=exp.Mod(this=node, expression=exp.Literal.number(modulus))), "int")
     if name in ("DATE", "TIME", "DATETIME"):
         target = {"DATE": "DATE", "TIME": "TIME", "DATETIME": "TIMESTAMP"}[name]
-        return exp.Cast(this=value, to=exp.DataType.build(target))
+        return exp.Cast(this=value, to=dtype(target))
     return None
 
 
 def _strftime_int(value: exp.Expression, pattern: str) -> exp.Expression:
-    return set_kind(exp.Cast(this=fn("strftime", value, lit(pattern)), to=exp.DataType.build("BIGINT")), "int")
+    return set_kind(exp.Cast(this=fn("strftime", value, lit(pattern)), to=dtype("BIGINT")), "int")
 
 
 # sqlglot has already turned BigQuery format elements into its neutral (Python) form;
@@ -422,7 +434,7 @@ def time_format(node: exp.Expression, ctx: Ctx) -> exp.Expression | None:
     if isinstance(node, exp.TimeToStr):
         # Render the wall-clock time in `zone`, as FORMAT_TIMESTAMP(fmt, ts, zone) does.
         inner = node.this.this if isinstance(node.this, exp.TsOrDsToTimestamp) else node.this
-        node.set("this", exp.AtTimeZone(this=exp.Cast(this=inner, to=exp.DataType.build("TIMESTAMPTZ")), zone=zone))
+        node.set("this", exp.AtTimeZone(this=exp.Cast(this=inner, to=dtype("TIMESTAMPTZ")), zone=zone))
         return node
     # PARSE_TIMESTAMP(fmt, text, zone): the parsed wall-clock time is in `zone`.
     return set_kind(exp.AtTimeZone(this=node, zone=zone), "timestamp")
@@ -505,6 +517,7 @@ RULES: list[tuple[tuple[type[exp.Expression], ...], Rule]] = [
     ((exp.CountIf,), countif_zero),
     ((exp.DateAdd, exp.DateSub, exp.DateFromUnixDate, exp.DateTrunc), date_result),
     ((exp.TimestampDiff,), timestamp_diff),
+    ((exp.UnixToTime,), unix_to_timestamp),
     ((exp.CurrentDate, exp.CurrentDatetime), current_civil_time),
     ((exp.Extract,), extract_part),
     ((exp.TimeToStr, exp.StrToTime, exp.StrToDate), time_format),

@@ -12,6 +12,10 @@ from sqlglot import exp
 
 from bqbatch_sql.compile_support import (
     Ctx,
+    _and,
+    _or,
+    clone,
+    dtype,
     case,
     fn,
     int_literal,
@@ -68,7 +72,7 @@ def _json_index(index: exp.Expression, index_kind: str | None) -> exp.Expression
     if value is not None:
         return index if value >= 0 else None  # BigQuery: NULL; DuckDB: from the end
     if index_kind == "int":
-        return case([(exp.GTE(this=index.copy(), expression=exp.Literal.number(0)), index)], None)
+        return case([(exp.GTE(this=clone(index), expression=exp.Literal.number(0)), index)], None)
     return index
 
 
@@ -96,22 +100,22 @@ def _array_index(
         position = exp.Literal.number(value + shift)
         if safe:
             return position
-        too_far = exp.GT(this=position.copy(), expression=fn("len", base.copy()))
+        too_far = exp.GT(this=clone(position), expression=fn("len", clone(base)))
         return case([(too_far, fn("error", lit(f"Array index {value} is out of bounds")))], position)
-    position = exp.Add(this=index.copy(), expression=exp.Literal.number(shift)) if shift else index.copy()
-    below = exp.LT(this=index.copy(), expression=exp.Literal.number(offset))
+    position = exp.Add(this=clone(index), expression=exp.Literal.number(shift)) if shift else clone(index)
+    below = exp.LT(this=clone(index), expression=exp.Literal.number(offset))
     if safe:
         return case([(below, exp.Null())], position)
-    length = fn("len", base.copy())
+    length = fn("len", clone(base))
     above = exp.GTE(
-        this=index.copy(),
+        this=clone(index),
         expression=exp.Add(this=length, expression=exp.Literal.number(offset)) if offset else length,
     )
     message = exp.DPipe(
-        this=exp.DPipe(this=lit("Array index "), expression=exp.Cast(this=index, to=exp.DataType.build("VARCHAR"))),
+        this=exp.DPipe(this=lit("Array index "), expression=exp.Cast(this=index, to=dtype("VARCHAR"))),
         expression=lit(" is out of bounds"),
     )
-    return case([(exp.or_(below, above), fn("error", message))], position)
+    return case([(_or(below, above), fn("error", message))], position)
 
 
 def json_literal_path(node: exp.ParseJSON, ctx: Ctx) -> exp.Expression | None:
@@ -129,7 +133,7 @@ _JSON_NUMBER_TYPES = ("BIGINT", "UBIGINT", "DOUBLE", "HUGEINT")
 
 
 def _as_json(value: exp.Expression) -> exp.Expression:
-    return value.copy() if kind_of(value) == "json" else exp.Cast(this=value.copy(), to=exp.DataType.build("JSON"))
+    return clone(value) if kind_of(value) == "json" else exp.Cast(this=clone(value), to=dtype("JSON"))
 
 
 def json_type(node: exp.JSONType, ctx: Ctx) -> exp.Expression | None:
@@ -151,33 +155,33 @@ def json_converter(node: exp.Expression, ctx: Ctx) -> exp.Expression | None:
         if node.args.get("zone") is not None or kind_of(value) not in ("json", None):
             return None  # STRING(timestamp [, zone]): not a JSON converter
     j = _as_json(value)
-    probe = fn("json_type", j.copy())
-    double = exp.DataType.build("DOUBLE")
+    probe = fn("json_type", clone(j))
+    double = dtype("DOUBLE")
     if isinstance(node, exp.Int64):
-        as_double = exp.Cast(this=j.copy(), to=double)
-        integral = exp.and_(
-            exp.EQ(this=probe.copy(), expression=lit("DOUBLE")),
-            exp.EQ(this=as_double, expression=exp.Floor(this=as_double.copy())),
+        as_double = exp.Cast(this=clone(j), to=double)
+        integral = _and(
+            exp.EQ(this=clone(probe), expression=lit("DOUBLE")),
+            exp.EQ(this=as_double, expression=exp.Floor(this=clone(as_double))),
         )
         ok = [
-            (exp.In(this=probe, expressions=[lit("BIGINT"), lit("UBIGINT")]), exp.Cast(this=j.copy(), to=exp.DataType.build("BIGINT"))),
-            (integral, exp.Cast(this=as_double.copy(), to=exp.DataType.build("BIGINT"))),
+            (exp.In(this=probe, expressions=[lit("BIGINT"), lit("UBIGINT")]), exp.Cast(this=clone(j), to=dtype("BIGINT"))),
+            (integral, exp.Cast(this=clone(as_double), to=dtype("BIGINT"))),
         ]
         kind, message = "int", "The provided JSON input is not an integer"
     elif isinstance(node, exp.Float64):
-        ok = [(exp.In(this=probe, expressions=[lit(t) for t in _JSON_NUMBER_TYPES]), exp.Cast(this=j.copy(), to=double))]
+        ok = [(exp.In(this=probe, expressions=[lit(t) for t in _JSON_NUMBER_TYPES]), exp.Cast(this=clone(j), to=double))]
         kind, message = "float", "The provided JSON input is not a number"
     elif isinstance(node, exp.JSONBool):
-        ok = [(exp.EQ(this=probe, expression=lit("BOOLEAN")), exp.Cast(this=j.copy(), to=exp.DataType.build("BOOLEAN")))]
+        ok = [(exp.EQ(this=probe, expression=lit("BOOLEAN")), exp.Cast(this=clone(j), to=dtype("BOOLEAN")))]
         kind, message = "bool", "The provided JSON input is not a boolean"
     else:
-        ok = [(exp.EQ(this=probe, expression=lit("VARCHAR")), fn("json_extract_string", j.copy(), lit("$")))]
+        ok = [(exp.EQ(this=probe, expression=lit("VARCHAR")), fn("json_extract_string", clone(j), lit("$")))]
         kind, message = "string", "The provided JSON input is not a string"
-    is_null = exp.Is(this=value.copy(), expression=exp.Null())
+    is_null = exp.Is(this=clone(value), expression=exp.Null())
     converted = case([(is_null, exp.Null()), *ok], fn("error", lit(message)))
     if isinstance(node, exp.String) and kind_of(value) is None:
         # STRING() of a TIMESTAMP is also valid BigQuery; keep that meaning for non-JSON.
-        converted = case([(typeof_in(value, "JSON"), converted)], exp.Cast(this=value, to=exp.DataType.build("VARCHAR")))
+        converted = case([(typeof_in(value, "JSON"), converted)], exp.Cast(this=value, to=dtype("VARCHAR")))
     return set_kind(converted, kind)
 
 
@@ -204,8 +208,8 @@ def to_json_string(node: exp.JSONFormat, ctx: Ctx) -> exp.Expression | None:
                    "Drop the pretty_print argument; DuckDB writes compact JSON only.")
     value = fn("to_json", node.this)
     if node.args.get("to_json"):
-        return set_kind(exp.Coalesce(this=value, expressions=[exp.Cast(this=lit("null"), to=exp.DataType.build("JSON"))]), "json")
-    text = exp.Cast(this=value, to=exp.DataType.build("VARCHAR"))
+        return set_kind(exp.Coalesce(this=value, expressions=[exp.Cast(this=lit("null"), to=dtype("JSON"))]), "json")
+    text = exp.Cast(this=value, to=dtype("VARCHAR"))
     return set_kind(exp.Coalesce(this=text, expressions=[lit("null")]), "string")
 
 

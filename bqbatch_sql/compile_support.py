@@ -58,6 +58,40 @@ def line_of(node: exp.Expression) -> int | None:
 # --- building trees ---------------------------------------------------------------
 
 
+def clone(node: exp.Expression) -> exp.Expression:
+    """A structural copy: the same SQL, without comments, positions or type annotations.
+
+    Expression.copy() deep-copies each node's meta dict (line/column) through
+    copy.deepcopy, about 10 us a node; rewrites that repeat an operand, and the
+    trial generation in compile.py, need only the structure.
+    """
+    root = node.__class__()
+    stack = [(node, root)]
+    while stack:
+        src, dst = stack.pop()
+        args = dst.args
+        for key, value in src.args.items():
+            if isinstance(value, exp.Expression):
+                child = value.__class__()
+                child.parent, child.arg_key = dst, key
+                args[key] = child
+                stack.append((value, child))
+            elif isinstance(value, list):
+                items = []
+                for i, item in enumerate(value):
+                    if isinstance(item, exp.Expression):
+                        child = item.__class__()
+                        child.parent, child.arg_key, child.index = dst, key, i
+                        items.append(child)
+                        stack.append((item, child))
+                    else:
+                        items.append(item)
+                args[key] = items
+            else:
+                args[key] = value
+    return root
+
+
 def fn(name: str, *args: exp.Expression) -> exp.Anonymous:
     """A DuckDB function call, emitted verbatim (sqlglot does not reinterpret it)."""
     return exp.Anonymous(this=name, expressions=list(args))
@@ -71,9 +105,34 @@ def case(ifs: list[tuple[exp.Expression, exp.Expression]], default: exp.Expressi
     return exp.Case(ifs=[exp.If(this=cond, true=value) for cond, value in ifs], default=default)
 
 
+_DTYPES = {
+    "DOUBLE": exp.DType.DOUBLE, "BIGINT": exp.DType.BIGINT, "VARCHAR": exp.DType.VARCHAR,
+    "BOOLEAN": exp.DType.BOOLEAN, "JSON": exp.DType.JSON, "DATE": exp.DType.DATE,
+    "TIMESTAMP": exp.DType.TIMESTAMP, "TIMESTAMPTZ": exp.DType.TIMESTAMPTZ, "TIME": exp.DType.TIME,
+    "BLOB": exp.DType.VARBINARY,
+}
+
+
+def dtype(name: str) -> exp.DataType:
+    """A DuckDB type node, built directly (DataType.build('X') parses text: 60 us a call)."""
+    if name == "DECIMAL(38, 9)":
+        params = [exp.DataTypeParam(this=exp.Literal.number(n)) for n in (38, 9)]
+        return exp.DataType(this=exp.DType.DECIMAL, expressions=params, nested=False)
+    return exp.DataType(this=_DTYPES[name], nested=False)
+
+
+def _and(left: exp.Expression, right: exp.Expression) -> exp.And:
+    # exp.and_/or_ copy their operands (and parse strings); these nodes are fresh.
+    return exp.And(this=left, expression=right)
+
+
+def _or(left: exp.Expression, right: exp.Expression) -> exp.Or:
+    return exp.Or(this=left, expression=right)
+
+
 def typeof_in(value: exp.Expression, *type_names: str) -> exp.Expression:
     """`typeof(value) IN (...)`: DuckDB folds it to a constant when it binds the query."""
-    probe = fn("typeof", value.copy())
+    probe = fn("typeof", clone(value))
     if len(type_names) == 1:
         return exp.EQ(this=probe, expression=lit(type_names[0]))
     return exp.In(this=probe, expressions=[lit(t) for t in type_names])
@@ -110,7 +169,7 @@ _TYPE_KINDS = {
     exp.DType.BOOLEAN: "bool", exp.DType.DATE: "date",
     exp.DType.TIMESTAMPTZ: "timestamp", exp.DType.TIMESTAMP: "datetime",
     exp.DType.JSON: "json", exp.DType.ARRAY: "array", exp.DType.BINARY: "bytes",
-    exp.DType.VARBINARY: "bytes", exp.DType.STRUCT: "struct",
+    exp.DType.VARBINARY: "bytes", exp.DType.BLOB: "bytes", exp.DType.STRUCT: "struct",
 }
 
 
@@ -141,7 +200,8 @@ _CLASS_KINDS: dict[type, str] = {
                "DateFromUnixDate", "LastDay", "StrToDate", "Date"),
     **_classes("timestamp", "CurrentTimestamp", "Timestamp", "TimestampAdd", "TimestampSub",
                "TimestampTrunc", "UnixToTime", "StrToTime", "TsOrDsToTimestamp"),
-    **_classes("datetime", "TsOrDsToDatetime", "DatetimeAdd", "DatetimeSub", "DatetimeTrunc",
+    **_classes("bytes", "ByteString", "FromBase64", "Unhex", "SHA", "SHA2Digest", "MD5Digest"),
+    **_classes("datetime", "Datetime", "TsOrDsToDatetime", "DatetimeAdd", "DatetimeSub", "DatetimeTrunc",
                "CurrentDatetime"),
 }
 
