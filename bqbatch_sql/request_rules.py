@@ -291,7 +291,7 @@ SCHEMA = Message(
     ),
 )
 # How deep the row check follows responseSchema nesting (properties/items/anyOf).
-SCHEMA_MAX_DEPTH = 6
+SCHEMA_MAX_DEPTH = 5
 
 
 @dataclass(frozen=True)
@@ -715,6 +715,17 @@ class DuckDBOps(Ops):
     def append_if(self, lst: exp.Expression, cond: exp.Expression, item: exp.Expression) -> exp.Expression:
         return _fn("list_concat", lst, _case([(cond, exp.Array(expressions=[item]))]))
 
+    def concat_lists(self, lists: list[exp.Expression]) -> exp.Expression:
+        return _fn("flatten", exp.Array(expressions=lists))
+
+    def members(self, obj: exp.Expression, prefix: Callable[[exp.Expression], exp.Expression]) -> exp.Expression:
+        """The members of a JSON object as {p: prefix(key), j: value} (keys and values in order)."""
+        return _fn("list_transform", _fn("json_keys", obj), self.lam(
+            lambda k, i: self.struct(p=prefix(k), j=self.at(_fn("json_extract", obj, _lit("$.*")), i)), "k", "i"))
+
+    def flat_map(self, lst: exp.Expression, fn: Callable[[exp.Expression], exp.Expression]) -> exp.Expression:
+        return _fn("flatten", _fn("list_transform", lst, self.lam(fn, "n")))
+
     def flat_items(self, outer: exp.Expression, inner: Callable[[exp.Expression], exp.Expression],
                    path: Callable[[exp.Expression, exp.Expression], exp.Expression]) -> exp.Expression:
         """Items of items as one list of {p: path, j: item}, so the checks need not nest lambdas
@@ -866,6 +877,22 @@ class BigQueryOps(Ops):
 
     def append_if(self, lst: exp.Expression, cond: exp.Expression, item: exp.Expression) -> exp.Expression:
         return _bq("ARRAY_CONCAT", lst, exp.If(this=cond, true=exp.Array(expressions=[item]), false=exp.Array(expressions=[])))
+
+    def concat_lists(self, lists: list[exp.Expression]) -> exp.Expression:
+        return _bq("ARRAY_CONCAT", *[_fn("IFNULL", lst, exp.Array(expressions=[])) for lst in lists])
+
+    def members(self, obj: exp.Expression, prefix: Callable[[exp.Expression], exp.Expression]) -> exp.Expression:
+        k, o = self.var("k"), self.var("o")
+        sel = (exp.select(prefix(exp.column(k)).as_("p"), exp.Bracket(this=obj, expressions=[exp.column(k)]).as_("j"))
+               .from_(self._unnest(self.keys(obj), k, o)).order_by(exp.column(o)))
+        sel.set("kind", "STRUCT")
+        return exp.Array(expressions=[sel])
+
+    def flat_map(self, lst: exp.Expression, fn: Callable[[exp.Expression], exp.Expression]) -> exp.Expression:
+        n, o, c, j = self.var("n"), self.var("o"), self.var("c"), self.var("j")
+        sel = (exp.select(exp.column(c)).from_(self._unnest(lst, n, o))
+               .join(self._unnest(fn(exp.column(n)), c, j), join_type="CROSS").order_by(exp.column(o), exp.column(j)))
+        return exp.Array(expressions=[sel])
 
     def flat_items(self, outer: exp.Expression, inner: Callable[[exp.Expression], exp.Expression],
                    path: Callable[[exp.Expression, exp.Expression], exp.Expression]) -> exp.Expression:
@@ -1128,10 +1155,40 @@ def _generation_config_problem(ops: Ops, v: exp.Expression, path: Path) -> exp.E
              ops.problem("schema_needs_json", path.key("response_mime_type"), mime)),
         ]
 
-    return _object_problem(ops, v, GENERATION_CONFIG, path, extra=extra, self_check=False)
+    def children(sc: Scope) -> list[exp.Expression]:
+        schema = _coalesce([ops.json_at(sc.v, f"$.{a}") for a in GENERATION_CONFIG.get("responseSchema").aliases])
+        is_object = ops.is_type(sc.type("responseSchema"), "object")
+        return [_case([(is_object, _schema_problem(ops, schema, path.key("response_schema")))])]
+
+    return _object_problem(ops, v, GENERATION_CONFIG, path, extra=extra, children=children, self_check=False)
 
 
-def _request_problem(ops: Ops, request: exp.Expression) -> exp.Expression:
+def _schema_problem(ops: Ops, schema: exp.Expression, path: Path) -> exp.Expression:
+    """Every node of a responseSchema, found level by level down to SCHEMA_MAX_DEPTH
+    (properties.<name>, items, anyOf[i]), checked as a Schema object."""
+    def children(nodes: exp.Expression) -> exp.Expression:
+        def of(n: exp.Expression) -> exp.Expression:
+            p, j = _dot(n, "p"), _dot(n, "j")
+            props = ops.json_at(j, "$.properties")
+            items = _coalesce([ops.json_at(j, "$.items")])
+            any_of = _coalesce([ops.items(j, f"$.{a}") for a in SCHEMA.get("anyOf").aliases])
+            return ops.concat_lists([
+                _case([(ops.is_type(ops.type_at(j, "$.properties"), "object"),
+                        ops.members(props, lambda k: ops.concat(p, ".properties.", k)))]),
+                _case([(ops.is_type(ops.type_at(j, "$.items"), "object"),
+                        exp.Array(expressions=[ops.struct(p=ops.concat(p, ".items"), j=items)]))]),
+                ops.indexed(any_of, lambda i: ops.concat(p, ".any_of[", i, "]")),
+            ])
+        return ops.flat_map(nodes, of)
+
+    levels = [exp.Array(expressions=[ops.struct(p=ops.path(path), j=schema)])]
+    for _ in range(SCHEMA_MAX_DEPTH):
+        levels.append(children(levels[-1]))
+    nodes = ops.concat_lists(levels)
+    return ops.first_problem(nodes, lambda e, i: _object_problem(ops, _dot(e, "j"), SCHEMA, Path((_dot(e, "p"),))))
+
+
+def _request_problem(ops: Ops, request: exp.Expression, *, fast: bool = True) -> exp.Expression:
     root = Path()
 
     def extra(sc: Scope) -> list[Check]:
@@ -1175,11 +1232,12 @@ def _request_problem(ops: Ops, request: exp.Expression) -> exp.Expression:
                                   members={"contents": contents, "parts": parts})
         return _case(whens_first, checked)
 
-    parsed = body(request) if isinstance(ops, DuckDBOps) else ops.let(ops.root_json(request), body)
-    return _case([
-        (_is_null(request), ops.problem("request_null")),
-        (_not(ops.valid_json(request)), ops.problem("not_json")),
-    ], parsed)
+    whens = [(_is_null(request), ops.problem("request_null")), (_not(ops.valid_json(request)), ops.problem("not_json"))]
+    if isinstance(ops, DuckDBOps):
+        if fast:
+            whens.append((duckdb_fast_valid(ops, request), exp.Null()))
+        return _case(whens, body(request))
+    return _case(whens, ops.let(ops.root_json(request), body))
 
 
 def make_ops(dialect: str, request_type: str = "JSON") -> Ops:
@@ -1213,3 +1271,119 @@ def status_sql(problem: exp.Expression, dialect: str) -> exp.Expression:
     ops = make_ops(dialect)
     return ops.concat('Bad Request: {"error": {"code": 400, "message": ', ops.json_quote(message_sql(problem, dialect)),
                       ', "status": "INVALID_ARGUMENT"}}')
+
+
+# ---------------------------------------------------------------------------
+# DuckDB fast path. The checks above cost tens of microseconds a row in DuckDB (lists
+# and lambdas per object); a batch of a million rows needs a few. So on DuckDB a
+# row first meets a cheap test, built from the same Field specs, that is TRUE only
+# for requests of the common shape (text parts, plain generationConfig) that pass
+# every rule; only the other rows -- the invalid ones and unusual valid ones -- go
+# through the full checks, which have the final word. The test uses whole-document
+# JSON paths with wildcards (one parse each) and list functions without lambdas.
+# ---------------------------------------------------------------------------
+
+FAST_CONFIG = ("temperature", "topP", "topK", "candidateCount", "maxOutputTokens", "presencePenalty",
+               "frequencyPenalty", "seed", "logprobs", "responseMimeType")
+
+
+def _fast_number_ok(f: Field, t: exp.Expression, n: exp.Expression) -> exp.Expression:
+    """`_leaf_checks` for one numeric generationConfig leaf: t its JSON type, n its value."""
+    # a JSON number or a numeric string (the API takes both); true, objects, "hot" fail
+    ok = [_in(t, DuckDBOps.TYPES["number"] + DuckDBOps.TYPES["string"]), _not_null(n)]
+    if f.kind == "int":
+        ok += [_eq(n, _fn("floor", n)), exp.LT(this=_fn("abs", n), expression=_num(2**31))]
+    if f.low is not None:
+        ok.append(exp.GTE(this=n, expression=_num(f.low)))
+    if f.high is not None:
+        ok.append((exp.LTE if f.high_inclusive else exp.LT)(this=n, expression=_num(f.high)))
+    return _or(_is_null(t), _and(*ok))
+
+
+def duckdb_fast_valid(ops: DuckDBOps, request: exp.Expression) -> exp.Expression:
+    """TRUE only for a request that passes every rule (see above); FALSE says nothing.
+
+    A handful of whole-document reads (multi-path and wildcard JSON paths, one parse
+    each) are bound once, as small lists, and checked for the common shape: text-only
+    contents with roles user/model, a system instruction of text parts, numeric
+    generationConfig fields and responseMimeType. Unknown keys show as more keys in the
+    raw text (each key is a string followed by ':') than known fields were found."""
+    r, raw = request, ops.text(request)
+    numeric = [GENERATION_CONFIG.get(n) for n in FAST_CONFIG if GENERATION_CONFIG.get(n).kind != "string"]
+    # generationConfig holds camelCase fields, generation_config snake_case ones (a mix
+    # fails the key count and takes the full checks)
+    leaves = [(f, f"$.generationConfig.{f.name}") for f in numeric] + [(f, f"$.generation_config.{f.snake}") for f in numeric]
+    mime = ["$.generationConfig.responseMimeType", "$.generation_config.response_mime_type"]
+    objects = ["$.systemInstruction", "$.system_instruction", "$.generationConfig", "$.generation_config"]
+    system_parts = ["$.systemInstruction.parts", "$.system_instruction.parts"]
+    paths = ["$", "$.contents", *objects, "$.systemInstruction.role", "$.system_instruction.role",
+             *system_parts, *mime, *[p for _, p in leaves]]
+    scalars = [*mime, *[p for _, p in leaves]]
+    lengths = ["$.contents", *system_parts]
+    pairs = exp.Div(this=exp.paren(exp.Sub(this=_fn("length", raw), expression=_fn(
+        "length", exp.Anonymous(this="replace", expressions=[raw, _lit('":'), _lit("")])))), expression=_num(2))
+    members = {
+        "t": ops.types(r, paths),
+        "s": ops.strings(r, scalars),
+        "len": _fn("json_array_length", r, exp.Array(expressions=[_lit(p) for p in lengths])),
+        "roles": _fn("json_extract_string", r, _lit("$.contents[*].role")),
+        "cp": _fn("json_array_length", r, _lit("$.contents[*].parts")),
+        "ct": _fn("json_type", r, _lit("$.contents[*].parts[*].text")),
+        # $.* reaches the system instruction (either spelling): no other root field has parts
+        "st": _fn("json_type", r, _lit("$.*.parts[*].text")),
+        "pairs": pairs,
+        # An empty string anywhere (an empty text part), or spaces before a colon (a key
+        # the count below would miss), send the row to the full checks.
+        "plain": _and(_not(_fn("contains", raw, _lit('""'))), _not(_fn("regexp_matches", raw, _lit(r'"\s+:')))),
+        "size": ops.byte_length(r),
+    }
+
+    def test(b: exp.Expression) -> exp.Expression:
+        m = lambda name: _dot(b, name)  # noqa: E731
+        t = lambda p: ops.at(m("t"), paths.index(p) + 1)  # noqa: E731
+        n_of = lambda p: ops.at(m("len"), lengths.index(p) + 1)  # noqa: E731
+        total = lambda lst: _fn("coalesce", _fn("list_sum", lst), _num(0))  # noqa: E731
+        one = lambda c: _case([(c, _num(1))], _num(0))  # noqa: E731
+        arr = lambda *vals: exp.Array(expressions=[_lit(v) for v in vals])  # noqa: E731
+        system_total = _sum([_fn("coalesce", n_of(p), _num(0)) for p in system_parts])
+
+        def with_numbers(n: exp.Expression) -> exp.Expression:
+            value = lambda p: ops.at(m("s"), scalars.index(p) + 1)  # noqa: E731
+            number = lambda p: ops.at(n, scalars.index(p) + 1)  # noqa: E731
+            conds = [
+                _eq(t("$"), "OBJECT"),
+                _eq(t("$.contents"), "ARRAY"),
+                *[_or(_is_null(t(p)), _eq(t(p), "OBJECT")) for p in objects],
+                _or(_is_null(t(objects[0])), _is_null(t(objects[1]))),
+                _or(_is_null(t(objects[2])), _is_null(t(objects[3]))),
+                _is_null(t("$.systemInstruction.role")), _is_null(t("$.system_instruction.role")),
+                *[_or(_is_null(t(p)), _eq(t(p), "ARRAY")) for p in system_parts],
+                *[_or(_is_null(t(p)), _and(_eq(t(p), "VARCHAR"), _in(value(p), RESPONSE_MIME_TYPES))) for p in mime],
+                *[_fast_number_ok(f, t(p), number(p)) for f, p in leaves],
+                m("plain"),
+                exp.LTE(this=m("size"), expression=_num(MAX_REQUEST_BYTES)),
+                exp.GTE(this=n_of("$.contents"), expression=_num(1)),
+                _eq(_fn("len", m("cp")), n_of("$.contents")),  # every content is an object with parts ...
+                exp.GTE(this=_fn("list_min", m("cp")), expression=_num(1)),  # ... and at least one part
+                _fn("list_has_all", arr("user", "model"), m("roles")),
+                _eq(_fn("len", m("ct")), total(m("cp"))),  # one text per part ...
+                _eq(_fn("len", m("st")), system_total),
+                _fn("list_has_all", arr("VARCHAR"), m("ct")),  # ... and it is a string
+                _fn("list_has_all", arr("VARCHAR"), m("st")),
+            ]
+            known_keys = [
+                _num(1),  # contents
+                _fn("len", m("roles")), _fn("len", m("cp")), total(m("cp")), system_total,  # role, parts, texts
+                *[one(_not_null(t(p))) for p in objects],
+                *[one(_not_null(t(p))) for p in system_parts],
+                *[one(_not_null(t(p))) for p in scalars],
+            ]
+            conds.append(_eq(m("pairs"), exp.paren(_sum(known_keys), copy=False)))
+            return exp.Coalesce(this=_and(*[c for i, c in enumerate(conds) if _FAST_KEEP(i, c)]), expressions=[exp.false()])
+
+        return ops.let(exp.TryCast(this=m("s"), to=exp.DataType.build("DOUBLE[]", dialect="duckdb")), with_numbers)
+
+    return ops.let(ops.struct(**members), test)
+
+
+_FAST_KEEP = lambda i, c: True  # noqa: E731
