@@ -18,11 +18,11 @@ from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import ErrorLevel, ParseError, SqlglotError, TokenError
 
-from bqbatch_sql.compile_duckdb import DUCKDB_SETTINGS, rewrite
+from bqbatch_sql.compile_duckdb import DUCKDB_SETTINGS, apply_duckdb_settings, rewrite
 from bqbatch_sql.compile_support import Ctx, clone
 from bqbatch_sql.errors import CompileError, did_you_mean
 
-__all__ = ["DIALECTS", "DUCKDB_SETTINGS", "parse_model_sql", "parse_statement", "to_dialect", "transpile"]
+__all__ = ["DIALECTS", "DUCKDB_SETTINGS", "apply_duckdb_settings", "parse_model_sql", "parse_statement", "to_dialect", "transpile"]
 
 DIALECTS = ("bigquery", "duckdb")
 

@@ -40,10 +40,20 @@ from bqbatch_sql.compile_support import (
     typeof_in,
 )
 
-# Session settings the DuckDB connection must run with for the rewrites to be exact:
-# BigQuery evaluates TIMESTAMP <-> civil time in UTC, and raises "division by zero"
-# where DuckDB's IEEE default returns Infinity/NaN.
+# Settings a DuckDB database must run with for the rewrites to be exact: BigQuery
+# evaluates TIMESTAMP <-> civil time in UTC, and raises "division by zero" (also for
+# floats, and for MOD) where DuckDB's IEEE default returns Infinity/NaN.
 DUCKDB_SETTINGS: dict[str, str] = {"TimeZone": "UTC", "ieee_floating_point_ops": "false"}
+
+
+def apply_duckdb_settings(connection) -> None:  # duckdb.DuckDBPyConnection; duckdb not imported here
+    """SET GLOBAL each of DUCKDB_SETTINGS on `connection`'s database.
+
+    GLOBAL, not the default session scope: connection.cursor() opens a new session,
+    and a plain SET on the parent is not seen by cursors (measured, DuckDB 2.0).
+    """
+    for name, value in DUCKDB_SETTINGS.items():
+        connection.execute(f"SET GLOBAL {name} = '{value}'")
 
 Rule = Callable[[exp.Expression, Ctx], "exp.Expression | None"]
 

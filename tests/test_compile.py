@@ -31,7 +31,7 @@ import pytest
 from sqlglot import exp
 
 from bqbatch_sql.compile import (
-    DUCKDB_SETTINGS,
+    apply_duckdb_settings,
     parse_model_sql,
     parse_statement,
     to_dialect,
@@ -101,8 +101,7 @@ def _plain(value):
 @pytest.fixture
 def duck():
     con = duckdb.connect()
-    for name, value in DUCKDB_SETTINGS.items():
-        con.execute(f"SET {name} = '{value}'")
+    apply_duckdb_settings(con)
     yield con
     con.close()
 
@@ -269,8 +268,9 @@ def test_statements_for_hooks_and_emulator_run_on_duckdb(duck):
     assert rows == [(1, "1.123456789", "a", 1), (2, "5", "m", None)]
 
 
-def test_session_settings_are_what_the_rewrites_assume(duck):
-    # The CompileError-free path relies on these two; if DuckDB renames them, fail here.
-    assert duck.execute("SELECT current_setting('TimeZone')").fetchone()[0] == "UTC"
+def test_settings_reach_cursors_the_adapter_opens(duck):
+    # The rewrites rely on these two; a cursor is a new session, so they must be GLOBAL.
+    cursor = duck.cursor()
+    assert cursor.execute("SELECT current_setting('TimeZone')").fetchone()[0] == "UTC"
     with pytest.raises(duckdb.Error, match="Division by zero"):
-        duck.execute("SELECT 1 / 0").fetchall()
+        cursor.execute("SELECT 1.5 / 0").fetchall()
