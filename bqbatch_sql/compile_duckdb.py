@@ -496,6 +496,33 @@ def json_object_key_order(node: exp.JSONObject, ctx: Ctx) -> exp.Expression | No
     return None
 
 
+def storage_properties(node: exp.Properties, ctx: Ctx) -> exp.Expression | None:
+    # PARTITION BY, CLUSTER BY and OPTIONS(...) of BigQuery DDL steer storage and
+    # metadata, not answers; DuckDB has no such clauses and sqlglot reports them as
+    # unsupported. Dropped, so DDL from hooks and emulator clients still runs.
+    layout = (exp.PartitionedByProperty, exp.ClusterProperty, exp.Property)
+    # Exact types: TemporaryProperty and friends subclass exp.Property and must stay.
+    kept = [p for p in node.expressions if type(p) not in layout]
+    if len(kept) == len(node.expressions):
+        return None
+    if not kept:
+        node.pop()
+        return None
+    node.set("expressions", kept)
+    return None
+
+
+def table_copy(node: exp.Create, ctx: Ctx) -> exp.Expression | None:
+    # CREATE TABLE t COPY s (a full copy) has no DuckDB spelling; sqlglot emits it
+    # verbatim. CREATE TABLE t AS SELECT * FROM s copies rows and column types.
+    clone_ = node.args.get("clone")
+    if not isinstance(clone_, exp.Clone) or not clone_.args.get("copy"):
+        return None
+    node.set("clone", None)
+    node.set("expression", exp.select("*").from_(clone_.this, copy=False))
+    return None
+
+
 def reject_missing(node: exp.Expression, ctx: Ctx) -> exp.Expression | None:
     # Functions DuckDB cannot compute the BigQuery way; an error now beats a wrong
     # or missing function later.
@@ -533,6 +560,8 @@ RULES: list[tuple[tuple[type[exp.Expression], ...], Rule]] = [
     ((exp.TimeToStr, exp.StrToTime, exp.StrToDate), time_format),
     ((exp.Unnest,), unnest_offset),
     ((exp.JSONObject,), json_object_key_order),
+    ((exp.Properties,), storage_properties),
+    ((exp.Create,), table_copy),
     *JSON_RULES,
 ]
 

@@ -252,15 +252,18 @@ def test_rejection_names_model_file_and_line():
 def test_statements_for_hooks_and_emulator_run_on_duckdb(duck):
     duck.execute("CREATE SCHEMA ds")
     steps = [
-        "CREATE OR REPLACE TABLE ds.t (id INT64, amount NUMERIC, tags ARRAY<STRING>, meta JSON)",
+        "CREATE OR REPLACE TABLE ds.t (id INT64, amount NUMERIC, tags ARRAY<STRING>, meta JSON, ts TIMESTAMP)"
+        " PARTITION BY DATE(ts) CLUSTER BY id OPTIONS(description='storage hints, no effect on answers')",
         "INSERT INTO ds.t (id, amount, tags, meta) VALUES (1, NUMERIC '1.123456789', ['a'], JSON '{\"k\": 1}')",
         "INSERT INTO ds.t (id, amount, tags, meta) VALUES (2, 2.5, [], NULL)",
         "UPDATE ds.t SET amount = amount * 2 WHERE id = 2",
         "DELETE FROM ds.t WHERE id = 3",
         "MERGE ds.t T USING (SELECT 2 AS id) S ON T.id = S.id WHEN MATCHED THEN UPDATE SET tags = ['m']"
         " WHEN NOT MATCHED THEN INSERT (id) VALUES (S.id)",
+        "CREATE TABLE ds.t_copy COPY ds.t",
+        "CREATE TEMP TABLE scratch AS SELECT 1 AS x",
         "CREATE OR REPLACE TABLE ds.o AS SELECT id, CAST(amount AS STRING) AS amount, tags[SAFE_OFFSET(0)] AS tag,"
-        " INT64(meta.k) AS k FROM ds.t",
+        " INT64(meta.k) AS k FROM ds.t_copy",
     ]
     for sql in steps:
         duck.execute(transpile(sql, "duckdb"))
