@@ -6,15 +6,18 @@ constructs; the rules below cover the ones measured to give a *different answer*
 on DuckDB (sqlglot 30.30, DuckDB 2.0). Each rule either rewrites its node into
 DuckDB that gives BigQuery's documented result, or raises a CompileError that
 names the construct and the fix. Rules run in one bottom-up pass over the tree,
-so a rule sees its children already rewritten.
+so a rule sees its children already rewritten. Numbers, casts, strings, arrays and
+DDL are here; JSON and subscripts in compile_duckdb_json, dates and times in
+compile_duckdb_time.
 
 Where BigQuery's answer depends on a type the compiler cannot see (a column of
 unknown type), the rewrite asks DuckDB: `typeof(x)` is folded to a constant when
 DuckDB binds the query, so a `CASE WHEN typeof(x) = 'JSON' ...` costs nothing at
 run time and picks the right semantics per column type.
 
-The rewrites assume the DuckDB session settings in `DUCKDB_SETTINGS` (UTC, and
-errors instead of Infinity on division by zero, as BigQuery does).
+The rewrites assume the DuckDB settings in `DUCKDB_SETTINGS` (UTC, and errors
+instead of Infinity on division by zero, as BigQuery does); adapters apply them
+with `apply_duckdb_settings(connection)`.
 """
 
 from __future__ import annotations
@@ -25,13 +28,15 @@ from typing import Callable
 from sqlglot import exp
 
 from bqbatch_sql.compile_duckdb_json import JSON_RULES
+from bqbatch_sql.compile_duckdb_time import TIME_RULES
 from bqbatch_sql.compile_support import (
     Ctx,
     _and,
     _or,
+    case,
+    cast_target,
     clone,
     dtype,
-    case,
     fn,
     int_literal,
     kind_of,
@@ -91,14 +96,10 @@ _NUMBER_AS_TEXT = r"(\.[0-9]*[1-9])0+$|\.0+$"
 _INT64_TEXT = r"\s*[+-]?(0[xX][0-9a-fA-F]+|[0-9]+)\s*"
 
 
-def _cast_target(node: exp.Cast) -> exp.DType:
-    return node.to.this if isinstance(node.to, exp.DataType) else exp.DType.UNKNOWN
-
-
 def cast_to_string(node: exp.Cast, ctx: Ctx) -> exp.Expression | None:
     # BigQuery prints FLOAT64 2.0 as '2' and NUMERIC 1.50 as '1.5'; DuckDB prints
     # '2.0' and '1.500000000'. Only numbers are affected; the typeof() test folds away.
-    if _cast_target(node) not in (exp.DType.TEXT, exp.DType.VARCHAR):
+    if cast_target(node) not in (exp.DType.TEXT, exp.DType.VARCHAR):
         return None
     value = node.this
     kind = kind_of(value)
@@ -119,7 +120,7 @@ def cast_to_int64(node: exp.Cast, ctx: Ctx) -> exp.Expression | None:
     # CAST(2.5 AS INT64) is 3 in BigQuery (half away from zero), 2 in DuckDB (half to
     # even); CAST('1.5' AS INT64) is an error in BigQuery ('Bad int64 value'), 2 in
     # DuckDB; SAFE_CAST gives NULL for it in BigQuery.
-    if _cast_target(node) != exp.DType.BIGINT:
+    if cast_target(node) != exp.DType.BIGINT:
         return None
     value = node.this
     kind = kind_of(value)
@@ -178,7 +179,7 @@ def _int64_from_literal(node: exp.Cast, text: str, safe: bool, ctx: Ctx) -> exp.
 def cast_to_bool(node: exp.Cast, ctx: Ctx) -> exp.Expression | None:
     # BigQuery accepts only 'true'/'false' (any case) as BOOL text; DuckDB also takes
     # 't', '1', 'yes'... so CAST('t' AS BOOL) must fail (SAFE_CAST: NULL), not be TRUE.
-    if _cast_target(node) != exp.DType.BOOLEAN:
+    if cast_target(node) != exp.DType.BOOLEAN:
         return None
     value = node.this
     kind = kind_of(value)
@@ -333,123 +334,6 @@ def countif_zero(node: exp.CountIf, ctx: Ctx) -> exp.Expression | None:
     return set_kind(exp.Count(this=case([(node.this, exp.Literal.number(1))], None)), "int")
 
 
-# --- dates and times ---------------------------------------------------------------
-
-
-def date_result(node: exp.Expression, ctx: Ctx) -> exp.Expression | None:
-    # DATE_ADD/DATE_SUB/DATE_FROM_UNIX_DATE return DATE in BigQuery; DuckDB's
-    # date + INTERVAL returns TIMESTAMP, which then prints and serializes differently.
-    if isinstance(node, exp.DateTrunc) and kind_of(node.this) != "date":
-        return None  # DATE_TRUNC of a TIMESTAMP/DATETIME keeps its type
-    if isinstance(node.parent, exp.Cast) and _cast_target(node.parent) == exp.DType.DATE:
-        return None
-    return set_kind(exp.Cast(this=node, to=dtype("DATE")), "date")
-
-
-def timestamp_diff(node: exp.TimestampDiff, ctx: Ctx) -> exp.Expression | None:
-    # TIMESTAMP_DIFF counts whole intervals (10:00:00 - 09:00:30 is 59 MINUTEs);
-    # sqlglot emits DuckDB date_diff, which counts boundaries crossed (60). DuckDB's
-    # date_sub counts whole intervals. (DATE_DIFF/DATETIME_DIFF do count boundaries.)
-    unit = node.args.get("unit")
-    name = unit.name.upper() if unit is not None else "DAY"
-    return set_kind(fn("date_sub", lit(name), node.expression, node.this), "int")
-
-
-def unix_to_timestamp(node: exp.UnixToTime, ctx: Ctx) -> exp.Expression | None:
-    # TIMESTAMP_MILLIS/MICROS return a TIMESTAMP (UTC instant); sqlglot's epoch_ms() and
-    # make_timestamp() return DuckDB's zone-less TIMESTAMP, which prints without '+00'
-    # and compares as a civil time. Under the UTC session the cast is exact.
-    if isinstance(node.parent, exp.Cast) and _cast_target(node.parent) == exp.DType.TIMESTAMPTZ:
-        return None
-    return set_kind(exp.Cast(this=node, to=dtype("TIMESTAMPTZ")), "timestamp")
-
-
-def current_civil_time(node: exp.Expression, ctx: Ctx) -> exp.Expression | None:
-    # CURRENT_DATETIME does not exist in DuckDB, and CURRENT_DATE follows the session
-    # time zone; BigQuery means UTC unless a zone is given.
-    zone = node.this if isinstance(node.this, exp.Expression) else lit("UTC")
-    local = exp.AtTimeZone(this=exp.CurrentTimestamp(), zone=zone)
-    target = "DATE" if isinstance(node, exp.CurrentDate) else "TIMESTAMP"
-    return set_kind(exp.Cast(this=local, to=dtype(target)), "date" if target == "DATE" else "datetime")
-
-
-def extract_part(node: exp.Extract, ctx: Ctx) -> exp.Expression | None:
-    # Date parts whose numbering differs: BigQuery DAYOFWEEK is 1 (Sunday)..7, DuckDB
-    # 0..6; BigQuery WEEK counts Sunday-started weeks from 0 (%U), DuckDB WEEK is ISO;
-    # MILLISECOND/MICROSECOND are within the second in BigQuery, within the minute in DuckDB.
-    part, value = node.this, node.expression
-    if isinstance(part, exp.WeekStart):
-        day = part.this.name.upper()
-        if day not in ("SUNDAY", "MONDAY"):
-            ctx.reject(node, f"EXTRACT(WEEK({day}) ...)",
-                       "DuckDB numbers weeks starting on SUNDAY or MONDAY only; use WEEK, WEEK(MONDAY) or ISOWEEK.")
-        return _strftime_int(value, "%U" if day == "SUNDAY" else "%W")
-    name = part.name.upper()
-    if name == "DAYOFWEEK":
-        return set_kind(exp.Paren(this=exp.Add(this=node, expression=exp.Literal.number(1))), "int")
-    if name == "WEEK":
-        return _strftime_int(value, "%U")
-    if name == "ISOWEEK":
-        node.set("this", exp.var("WEEK"))
-        return node
-    if name in ("MILLISECOND", "MICROSECOND"):
-        modulus = 1000 if name == "MILLISECOND" else 1000000
-        return set_kind(exp.Paren(this=exp.Mod(this=node, expression=exp.Literal.number(modulus))), "int")
-    if name in ("DATE", "TIME", "DATETIME"):
-        target = {"DATE": "DATE", "TIME": "TIME", "DATETIME": "TIMESTAMP"}[name]
-        return exp.Cast(this=value, to=dtype(target))
-    return None
-
-
-def _strftime_int(value: exp.Expression, pattern: str) -> exp.Expression:
-    return set_kind(exp.Cast(this=fn("strftime", value, lit(pattern)), to=dtype("BIGINT")), "int")
-
-
-# sqlglot has already turned BigQuery format elements into its neutral (Python) form;
-# these are the ones DuckDB's strftime/strptime read the way BigQuery does.
-_SAME_FORMAT_ELEMENTS = set("YmdHMSAaBbhjUWuwyGVIpX%f")
-_FORMAT_FIXES = {
-    "-d": "%e pads single-digit days with a space in BigQuery; DuckDB cannot. Use %d",
-    "e": "%c contains %e (space-padded day), which DuckDB cannot produce. Spell it out, e.g. '%a %b %d %H:%M:%S %Y'",
-    "z": "%z is '+0000' in BigQuery, '+00' in DuckDB. Format the offset yourself or omit it",
-    "Z": "%Z (time zone name) is empty for DuckDB timestamps. Write the zone as literal text",
-    "g": "%g is the ISO year without century in BigQuery, milliseconds in DuckDB. Use %G",
-    "n": "%n is a newline in BigQuery, nanoseconds in DuckDB. Put a newline in the literal instead",
-}
-_FORMAT_ELEMENT = re.compile(r"%(-?.)")
-
-
-def time_format(node: exp.Expression, ctx: Ctx) -> exp.Expression | None:
-    # FORMAT_/PARSE_ DATE/DATETIME/TIMESTAMP: a few format elements mean something else
-    # in DuckDB (%g, %n, %z...) or are unknown to it (%Q, %E*S...); the zone argument of
-    # FORMAT_TIMESTAMP / PARSE_TIMESTAMP is dropped by sqlglot. Check and fix both.
-    fmt = node.args.get("format")
-    if fmt is not None:
-        if not (isinstance(fmt, exp.Literal) and fmt.is_string):
-            ctx.reject(node, "a date/time format that is not a string literal",
-                       "Write the format as a literal so it can be checked for DuckDB.")
-        for m in _FORMAT_ELEMENT.finditer(fmt.this.replace("%%", "")):
-            element = m.group(1)
-            if element in _SAME_FORMAT_ELEMENTS:
-                continue
-            if element in _FORMAT_FIXES:
-                ctx.reject(node, f"format element in '{fmt.this}'", _FORMAT_FIXES[element] + ".")
-            ctx.reject(node, f"format element '%{element}'",
-                       "DuckDB's strftime/strptime cannot handle it; supported: "
-                       "%Y %m %d %H %M %S %A %a %B %b %h %j %U %W %u %w %y %G %V %I %p %x %X %D %F %T %E6S %%.")
-    zone = node.args.get("zone")
-    if zone is None:
-        return None
-    node.set("zone", None)
-    if isinstance(node, exp.TimeToStr):
-        # Render the wall-clock time in `zone`, as FORMAT_TIMESTAMP(fmt, ts, zone) does.
-        inner = node.this.this if isinstance(node.this, exp.TsOrDsToTimestamp) else node.this
-        node.set("this", exp.AtTimeZone(this=exp.Cast(this=inner, to=dtype("TIMESTAMPTZ")), zone=zone))
-        return node
-    # PARSE_TIMESTAMP(fmt, text, zone): the parsed wall-clock time is in `zone`.
-    return set_kind(exp.AtTimeZone(this=node, zone=zone), "timestamp")
-
-
 # --- arrays ------------------------------------------------------------------------
 
 
@@ -479,21 +363,6 @@ def unnest_offset(node: exp.Unnest, ctx: Ctx) -> exp.Expression | None:
                    exp.to_identifier(offset_name, quoted=getattr(offset, "quoted", False))),
     ).from_(inner_unnest, copy=False)
     return exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier(f"_bq_offsets{n}")))
-
-
-def json_object_key_order(node: exp.JSONObject, ctx: Ctx) -> exp.Expression | None:
-    # BigQuery JSON values keep object keys sorted (JSON_OBJECT('foo', 10, 'bar', TRUE)
-    # is {"bar":true,"foo":10}); DuckDB keeps the order written. With literal keys the
-    # pairs can be sorted here, so TO_JSON_STRING gives the same text on both.
-    pairs = node.expressions
-    if not pairs or not all(
-        isinstance(p, exp.JSONKeyValue) and isinstance(p.this, exp.Literal) and p.this.is_string for p in pairs
-    ):
-        return None
-    ordered = sorted(pairs, key=lambda p: p.this.this)
-    if ordered != pairs:
-        node.set("expressions", ordered)
-    return None
 
 
 def storage_properties(node: exp.Properties, ctx: Ctx) -> exp.Expression | None:
@@ -552,14 +421,8 @@ RULES: list[tuple[tuple[type[exp.Expression], ...], Rule]] = [
     ((exp.Substring,), substr_position),
     ((exp.ByteLength,), byte_length),
     ((exp.CountIf,), countif_zero),
-    ((exp.DateAdd, exp.DateSub, exp.DateFromUnixDate, exp.DateTrunc), date_result),
-    ((exp.TimestampDiff,), timestamp_diff),
-    ((exp.UnixToTime,), unix_to_timestamp),
-    ((exp.CurrentDate, exp.CurrentDatetime), current_civil_time),
-    ((exp.Extract,), extract_part),
-    ((exp.TimeToStr, exp.StrToTime, exp.StrToDate), time_format),
+    *TIME_RULES,
     ((exp.Unnest,), unnest_offset),
-    ((exp.JSONObject,), json_object_key_order),
     ((exp.Properties,), storage_properties),
     ((exp.Create,), table_copy),
     *JSON_RULES,

@@ -213,6 +213,21 @@ def to_json_string(node: exp.JSONFormat, ctx: Ctx) -> exp.Expression | None:
     return set_kind(exp.Coalesce(this=text, expressions=[lit("null")]), "string")
 
 
+def json_object_key_order(node: exp.JSONObject, ctx: Ctx) -> exp.Expression | None:
+    # BigQuery JSON values keep object keys sorted (JSON_OBJECT('foo', 10, 'bar', TRUE)
+    # is {"bar":true,"foo":10}); DuckDB keeps the order written. With literal keys the
+    # pairs can be sorted here, so TO_JSON_STRING gives the same text on both.
+    pairs = node.expressions
+    if not pairs or not all(
+        isinstance(p, exp.JSONKeyValue) and isinstance(p.this, exp.Literal) and p.this.is_string for p in pairs
+    ):
+        return None
+    ordered = sorted(pairs, key=lambda p: p.this.this)
+    if ordered != pairs:
+        node.set("expressions", ordered)
+    return None
+
+
 JSON_RULES = [
     ((exp.Bracket,), subscript),
     ((exp.ParseJSON,), json_literal_path),
@@ -220,4 +235,5 @@ JSON_RULES = [
     ((exp.Int64, exp.Float64, exp.JSONBool, exp.String), json_converter),
     ((exp.LaxInt64, exp.LaxFloat64, exp.LaxBool, exp.LaxString), lax_converter),
     ((exp.JSONFormat,), to_json_string),
+    ((exp.JSONObject,), json_object_key_order),
 ]

@@ -138,6 +138,11 @@ def typeof_in(value: exp.Expression, *type_names: str) -> exp.Expression:
     return exp.In(this=probe, expressions=[lit(t) for t in type_names])
 
 
+def cast_target(node: exp.Cast) -> exp.DType:
+    """The DType a CAST/SAFE_CAST converts to."""
+    return node.to.this if isinstance(node.to, exp.DataType) else exp.DType.UNKNOWN
+
+
 def int_literal(node: exp.Expression | None) -> int | None:
     """The value of an integer literal (also `-3`), else None."""
     negative = False
