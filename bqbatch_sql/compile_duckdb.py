@@ -124,8 +124,8 @@ def cast_to_int64(node: exp.Cast, ctx: Ctx) -> exp.Expression | None:
         return None
     value = node.this
     kind = kind_of(value)
-    if kind in ("int", "bool", "decimal"):
-        return None
+    if kind not in (None, "float", "string"):
+        return None  # INT64, BOOL and NUMERIC convert alike; other types cannot be INT64
     safe = isinstance(node, exp.TryCast) or bool(node.args.get("safe"))
     if isinstance(value, exp.Literal) and value.is_string:
         return _int64_from_literal(node, value.this, safe, ctx)
@@ -201,6 +201,20 @@ def cast_to_bool(node: exp.Cast, ctx: Ctx) -> exp.Expression | None:
     failure = exp.Null() if safe else fn("error", exp.DPipe(this=lit("Bad bool value: "), expression=clone(text)))
     plain = (exp.TryCast if safe else exp.Cast)(this=clone(value), to=dtype("BOOLEAN"))
     return set_kind(case([(bad, failure)], plain), "bool")
+
+
+def array_concat_nulls(node: exp.ArrayConcat, ctx: Ctx) -> exp.Expression | None:
+    # ARRAY_CONCAT is NULL if any argument is NULL; DuckDB's list_concat skips NULLs
+    # (ARRAY_CONCAT(NULL, [1]) would be [1]). Array literals are never NULL.
+    args = [node.this, *node.expressions]
+    nullable = [a for a in args if a is not None and not isinstance(a, exp.Array)]
+    if not nullable:
+        return None
+    tests = [exp.Is(this=clone(a), expression=exp.Null()) for a in nullable]
+    any_null = tests[0]
+    for test in tests[1:]:
+        any_null = _or(any_null, test)
+    return set_kind(case([(any_null, exp.Null())], node), "array")
 
 
 def ieee_divide(node: exp.Anonymous, ctx: Ctx) -> exp.Expression | None:
@@ -414,6 +428,7 @@ RULES: list[tuple[tuple[type[exp.Expression], ...], Rule]] = [
     ((exp.Cast, exp.TryCast), cast_to_int64),
     ((exp.Cast, exp.TryCast), cast_to_bool),
     ((exp.Anonymous,), ieee_divide),
+    ((exp.ArrayConcat,), array_concat_nulls),
     ((exp.SafeAdd, exp.SafeSubtract, exp.SafeMultiply, exp.SafeNegate), safe_arithmetic),
     ((exp.SafeFunc,), safe_prefix),
     ((exp.Format,), format_printf),

@@ -118,6 +118,12 @@ def time_format(node: exp.Expression, ctx: Ctx) -> exp.Expression | None:
                        "%Y %m %d %H %M %S %A %a %B %b %h %j %U %W %u %w %y %G %V %I %p %x %X %D %F %T %E6S %%.")
     zone = node.args.get("zone")
     if zone is None:
+        if isinstance(node, exp.StrToTime) and not (
+            isinstance(node.parent, exp.Cast) and cast_target(node.parent) == exp.DType.TIMESTAMPTZ
+        ):
+            # PARSE_TIMESTAMP returns a TIMESTAMP (an instant, UTC); DuckDB's strptime
+            # returns a zone-less TIMESTAMP unless the format has %z.
+            return set_kind(exp.Cast(this=node, to=dtype("TIMESTAMPTZ")), "timestamp")
         return None
     node.set("zone", None)
     if isinstance(node, exp.TimeToStr):
@@ -135,5 +141,5 @@ TIME_RULES = [
     ((exp.UnixToTime,), unix_to_timestamp),
     ((exp.CurrentDate, exp.CurrentDatetime), current_civil_time),
     ((exp.Extract,), extract_part),
-    ((exp.TimeToStr, exp.StrToTime, exp.StrToDate), time_format),
+    ((exp.TimeToStr, exp.StrToTime, exp.StrToDate, exp.ParseDatetime), time_format),
 ]

@@ -171,7 +171,7 @@ _TYPE_KINDS = {
     exp.DType.BIGINT: "int", exp.DType.INT: "int", exp.DType.SMALLINT: "int", exp.DType.TINYINT: "int",
     exp.DType.DOUBLE: "float", exp.DType.FLOAT: "float",
     exp.DType.DECIMAL: "decimal", exp.DType.BIGDECIMAL: "decimal",
-    exp.DType.BOOLEAN: "bool", exp.DType.DATE: "date",
+    exp.DType.BOOLEAN: "bool", exp.DType.DATE: "date", exp.DType.TIME: "time",
     exp.DType.TIMESTAMPTZ: "timestamp", exp.DType.TIMESTAMP: "datetime",
     exp.DType.JSON: "json", exp.DType.ARRAY: "array", exp.DType.BINARY: "bytes",
     exp.DType.VARBINARY: "bytes", exp.DType.BLOB: "bytes", exp.DType.STRUCT: "struct",
@@ -206,18 +206,22 @@ _CLASS_KINDS: dict[type, str] = {
     **_classes("timestamp", "CurrentTimestamp", "Timestamp", "TimestampAdd", "TimestampSub",
                "TimestampTrunc", "UnixToTime", "StrToTime", "TsOrDsToTimestamp"),
     **_classes("bytes", "ByteString", "FromBase64", "Unhex", "SHA", "SHA2Digest", "MD5Digest"),
-    **_classes("datetime", "Datetime", "TsOrDsToDatetime", "DatetimeAdd", "DatetimeSub", "DatetimeTrunc",
+    **_classes("time", "TimeFromParts", "TsOrDsToTime", "CurrentTime"),
+    **_classes("datetime", "Datetime", "TimestampFromParts", "ParseDatetime", "TsOrDsToDatetime", "DatetimeAdd", "DatetimeSub", "DatetimeTrunc",
                "CurrentDatetime"),
 }
 
 
 def kind_of(node: exp.Expression | None) -> str | None:
-    """'string', 'int', 'float', 'decimal', 'bool', 'date', 'timestamp', 'datetime',
-    'json', 'array', 'bytes', 'struct', or None when only the data could tell."""
+    """'string', 'int', 'float', 'decimal', 'bool', 'date', 'time', 'timestamp',
+    'datetime', 'json', 'array', 'bytes', 'struct', 'null', or None when only the
+    data could tell."""
     if node is None:
         return None
     if node._meta and "bq_kind" in node._meta:
         return node._meta["bq_kind"]
+    if isinstance(node, exp.Null):
+        return "null"
     if isinstance(node, exp.Literal):
         if node.is_string:
             return "string"
