@@ -24,6 +24,7 @@ import hashlib
 import threading
 import time
 import uuid
+from collections import deque
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -55,7 +56,9 @@ class GeminiApi:
         self.blobs: dict[str, bytes] = {}
         self.uploads: dict[str, dict[str, Any]] = {}
         self.batches: dict[str, dict[str, Any]] = {}
-        self.next_outcome: str | None = None  # e.g. "BATCH_STATE_FAILED" for the next batch (tests)
+        # How the next batches end, in order (tests): "BATCH_STATE_FAILED", "BATCH_STATE_EXPIRED", or
+        # "RESULTS_GONE" (succeeds, but its result file is deleted at once, as 48 hours would); None: normally.
+        self.outcomes: deque[str | None] = deque()
         self.calls: list[str] = []  # "METHOD path" of every call, for tests
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -226,8 +229,8 @@ class GeminiApi:
                 "name": f"batches/{batch_id}",
             },
         }
-        outcome, self.next_outcome = self.next_outcome, None
         with self._lock:
+            outcome = self.outcomes.popleft() if self.outcomes else None
             self.batches[batch_id] = op
         thread = threading.Thread(target=self._run_batch, args=(batch_id, model, lines, inline, outcome), daemon=True)
         self._threads.append(thread)
@@ -249,7 +252,7 @@ class GeminiApi:
         time.sleep(self.pending_seconds)
         if not self._set(batch_id, state="BATCH_STATE_RUNNING"):
             return
-        if outcome:
+        if outcome and outcome != "RESULTS_GONE":
             self._set(batch_id, state=outcome)
             return
         items = inline if inline is not None else [line for line in (lines or b"").splitlines() if line.strip()]
@@ -266,6 +269,8 @@ class GeminiApi:
             data = b"".join(orjson.dumps(r) + b"\n" for r in out)
             output = {"responsesFile": self._new_file(data, "application/jsonl", None, source="GENERATED",
                                                       file_id=f"batch-{batch_id}")["name"]}
+        if outcome == "RESULTS_GONE" and "responsesFile" in output:
+            self.expire_file(output["responsesFile"])
         self._set(batch_id, state="BATCH_STATE_SUCCEEDED", output=output, batchStats=stats)
 
     def _answer_line(self, item: Any, model: str, inline: bool) -> dict[str, Any]:

@@ -224,41 +224,64 @@ class GeminiBatchPredictor:
                 self._submit_shard(run, path, rows)
 
     def _submit_shard(self, run: _Run, path: Path, rows: int) -> None:
+        from google.genai import errors
+
         client = self.client()
         shard = _Shard(index=len(run.shards), rows=rows)
-        uploaded = client.files.upload(file=str(path), config={
-            "mime_type": "application/jsonl", "display_name": f"{run.spec.display_name}-{shard.index}"[:120]})
+        label = f"{run.spec.display_name}-{shard.index}"[:120]
+        size = path.stat().st_size
+        try:
+            uploaded = client.files.upload(file=str(path), config={"mime_type": "application/jsonl",
+                                                                   "display_name": label})
+        except errors.APIError as e:
+            raise PredictorError(
+                f"The Files API refused input file {shard.index + 1} ({rows:,} requests, {size:,} bytes): {e.message or e}. "
+                f"It takes at most 2 GB per file and 20 GB per project; lower max_file_bytes to cut smaller files, "
+                f"or delete old files."
+            ) from e
         shard.file_name = uploaded.name
-        batch = client.batches.create(model=run.spec.model_id, src=uploaded.name,
-                                      config={"display_name": f"{run.spec.display_name}-{shard.index}"[:120]})
+        try:
+            batch = client.batches.create(model=run.spec.model_id, src=uploaded.name, config={"display_name": label})
+        except errors.APIError as e:
+            raise PredictorError(f"Gemini batch mode refused the batch over {uploaded.name} "
+                                 f"({rows:,} requests): {e.message or e}.") from e
         shard.batch_name, shard.state = batch.name, _state(batch.state)
         with self._lock:
             run.shards.append(shard)
         path.unlink()
 
     def _collect(self, run: _Run, store: ProgressStore, workdir: Path) -> None:
-        """Poll the batches until each has ended; load each result file as soon as it is there."""
+        """Poll the batches until each has ended; load each result file as soon as it is there.
+
+        A batch that fails does not stop the others: every answer that can be had is
+        loaded, so the rerun resubmits only the failed batch's requests.
+        """
         delay = self.poll_initial_seconds
         client = self.client()
+        ended: list[_Shard] = []
         while not run.cancel.is_set():
-            open_shards = [s for s in run.shards if not s.loaded]
-            if not open_shards:
-                return
+            open_shards = [s for s in run.shards if not s.loaded and s not in ended]
             for shard in open_shards:
                 batch = client.batches.get(name=shard.batch_name)
                 shard.state = _state(batch.state)
                 if shard.state == JobState.SUCCEEDED.value:
                     self._load(run, store, shard, batch, workdir)
                 elif shard.state in (JobState.FAILED.value, JobState.CANCELLED.value, JobState.EXPIRED.value):
-                    state = JobState(shard.state)
-                    why = " (batches that do not finish within 48 hours expire)" if state == JobState.EXPIRED else ""
-                    raise _Ended(JobState.EXPIRED if state == JobState.EXPIRED else JobState.FAILED,
-                                 f"Gemini batch {shard.batch_name} (file {shard.index + 1} of the job) ended "
-                                 f"{state.short}{why}. Answers of other files are kept; run the model again to submit "
-                                 f"the unanswered requests.")
-            if any(not s.loaded for s in run.shards) and run.cancel.wait(delay):
+                    ended.append(shard)
+            if all(s.loaded or s in ended for s in run.shards):
+                break
+            if run.cancel.wait(delay):
                 return
             delay = min(delay * self.poll_multiplier, self.poll_max_seconds)
+        if ended and not run.cancel.is_set():
+            shard = ended[0]
+            state = JobState(shard.state)
+            why = " (batches that do not finish within 48 hours expire)" if state == JobState.EXPIRED else ""
+            raise _Ended(JobState.EXPIRED if state == JobState.EXPIRED else JobState.FAILED,
+                         f"Gemini batch {shard.batch_name} (input file {shard.index + 1} of {len(run.shards)}, "
+                         f"{shard.rows:,} requests) ended {state.short}{why}; {len(ended)} of {len(run.shards)} "
+                         f"batches failed. Answers of the others are kept: run the model again to submit only "
+                         f"the unanswered requests.")
 
     def _load(self, run: _Run, store: ProgressStore, shard: _Shard, batch: Any, workdir: Path) -> None:
         client = self.client()

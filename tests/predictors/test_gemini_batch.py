@@ -1,0 +1,156 @@
+"""The `gemini_batch` predictor: JSONL files through the Files API and batch mode, via the real google-genai client."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bqbatch_sql.adapters.duckdb import DuckDBAdapter
+from bqbatch_sql.emulator import Emulator
+from bqbatch_sql.errors import ProfileError
+from bqbatch_sql.predictors import make_predictor
+from bqbatch_sql.predictors.base import BatchJobSpec, JobState
+
+TESTER_STATUS = ('Bad Request: {"error": {"code": 400, "message": "Please use a valid role: user, model.", '
+                 '"status": "INVALID_ARGUMENT"}}')
+
+
+@pytest.fixture(scope="module")
+def emu():
+    with Emulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def gemini(emu):
+    api = emu.gemini
+    api.calls.clear()
+    api.outcomes.clear()
+    api.pending_seconds = 0.02
+    yield api
+    api.outcomes.clear()
+
+
+@pytest.fixture
+def adapter(tmp_path, monkeypatch):
+    monkeypatch.setenv("GEMINI_API_KEY", "test-key-123")
+    ad = DuckDBAdapter(tmp_path / "w.duckdb")
+    yield ad
+    ad.close()
+
+
+def make_requests(adapter, n: int, *, tester: tuple[int, ...] = (), text: str = "question ") -> BatchJobSpec:
+    adapter.execute(
+        "CREATE TABLE main.req AS SELECT i AS id, json_object('contents', json_array(json_object("
+        "'role', CASE WHEN list_contains($1, i) THEN 'tester' ELSE 'user' END, "
+        "'parts', json_array(json_object('text', $3 || i))))) AS request FROM range($2) t(i)",
+        [list(tester), n, text],
+    )
+    return BatchJobSpec("gemini-2.5-flash", adapter.relation("req"), adapter.relation("out"), "test-job")
+
+
+def batch_predictor(adapter, emu, **options):
+    return make_predictor("gemini_batch", adapter, base_url=emu.url, poll_initial_seconds=0.02,
+                          poll_max_seconds=0.1, **options)
+
+
+def calls(api, what: str) -> list[str]:
+    return [c for c in api.calls if what in c]
+
+
+def requests_sent(api, batch_calls_before: int = 0) -> int:
+    """Requests in the input files of the batches created after the first `batch_calls_before`."""
+    batches = list(api.batches.values())[batch_calls_before:]
+    return sum(int(b["metadata"].get("batchStats", {}).get("requestCount", 0)) for b in batches)
+
+
+def test_requests_go_out_in_files_and_every_row_comes_back(adapter, emu, gemini):
+    spec = make_requests(adapter, 10, tester=(3,))
+    predictor = batch_predictor(adapter, emu, max_file_rows=4)
+    job = predictor.wait(predictor.submit(spec).name, 60)
+    assert job.state == JobState.SUCCEEDED, job.error
+    assert (job.total, job.succeeded, job.failed) == (10, 9, 1)
+    rows = adapter.fetchall("SELECT id, CAST(response AS VARCHAR), status FROM main.out ORDER BY id")
+    assert [r[0] for r in rows] == list(range(10))
+    assert rows[3] == (3, None, TESTER_STATUS)  # refused by the shared rules before export
+    for id_, response, status in rows[:3] + rows[4:]:
+        assert status == ""
+        assert json.loads(response)["candidates"][0]["content"]["parts"][0]["text"].endswith(f"question {id_}")
+    # 9 valid requests, at most 4 a file: 3 files, 3 batches, and nothing left behind in the Files API
+    assert len(calls(gemini, "POST /upload/v1beta/files")) == 3
+    assert len(calls(gemini, ":batchGenerateContent")) == 3
+    assert requests_sent(gemini) == 9
+    assert gemini.files == {}
+    assert not adapter.table_exists(adapter.relation("out__progress"))
+
+
+def test_files_are_cut_under_the_byte_limit_and_an_oversized_request_gets_a_status(adapter, emu, gemini):
+    spec = make_requests(adapter, 6)
+    adapter.execute("INSERT INTO main.req SELECT 99, json_object('contents', json_array(json_object('role', 'user', "
+                    "'parts', json_array(json_object('text', repeat('x', 2000))))))")
+    predictor = batch_predictor(adapter, emu, max_file_bytes=300, keep_files=True)
+    job = predictor.wait(predictor.submit(spec).name, 60)
+    assert job.state == JobState.SUCCEEDED, job.error
+    uploaded = [f for f in gemini.files.values() if f["source"] == "UPLOADED"]
+    assert len(uploaded) >= 2 and all(int(f["sizeBytes"]) <= 300 for f in uploaded)
+    assert sum(len(gemini.blobs[f["name"][6:]].splitlines()) for f in uploaded) == 6
+    status = adapter.fetchall("SELECT status FROM main.out WHERE id = 99")[0][0]
+    assert status.startswith('Bad Request: {"error": {"code": 400') and "over the input file limit of 300 bytes" in status
+    for name in list(gemini.files):
+        gemini.expire_file(name)
+
+
+def test_a_failed_batch_keeps_the_other_answers_and_the_rerun_sends_only_the_rest(adapter, emu, gemini):
+    spec = make_requests(adapter, 7)
+    gemini.outcomes.extend([None, "BATCH_STATE_FAILED", None])
+    predictor = batch_predictor(adapter, emu, max_file_rows=3)
+    job = predictor.wait(predictor.submit(spec).name, 60)
+    assert job.state == JobState.FAILED
+    assert "ended FAILED" in job.error and "1 of 3 batches failed" in job.error
+    assert job.succeeded == 4  # files 1 and 3 were loaded
+    assert not adapter.table_exists(spec.destination)
+
+    before = len(gemini.batches)
+    again = batch_predictor(adapter, emu)  # a new process
+    job = again.wait(again.submit(spec).name, 60)
+    assert job.state == JobState.SUCCEEDED, job.error
+    assert requests_sent(gemini, before) == 3  # only the failed file's requests went again
+    rows = adapter.fetchall("SELECT id, status FROM main.out ORDER BY id")
+    assert rows == [(i, "") for i in range(7)]
+
+
+def test_a_result_file_gone_before_download_says_why(adapter, emu, gemini):
+    spec = make_requests(adapter, 2)
+    gemini.outcomes.append("RESULTS_GONE")
+    predictor = batch_predictor(adapter, emu)
+    job = predictor.wait(predictor.submit(spec).name, 60)
+    assert job.state == JobState.FAILED
+    assert "the Files API keeps files for 48 hours" in job.error and "run the model again" in job.error
+
+
+def test_an_expired_batch_ends_the_job_expired(adapter, emu, gemini):
+    spec = make_requests(adapter, 2)
+    gemini.outcomes.append("BATCH_STATE_EXPIRED")
+    predictor = batch_predictor(adapter, emu)
+    job = predictor.wait(predictor.submit(spec).name, 60)
+    assert job.state == JobState.EXPIRED and "48 hours" in job.error
+
+
+def test_the_api_refusing_a_file_is_an_error_with_the_limit(adapter, emu, gemini):
+    spec = make_requests(adapter, 4)
+    gemini.max_file_bytes = 100
+    try:
+        predictor = batch_predictor(adapter, emu)
+        job = predictor.wait(predictor.submit(spec).name, 60)
+    finally:
+        gemini.max_file_bytes = 2 * 1024**3
+    assert job.state == JobState.FAILED
+    assert "The Files API refused input file 1" in job.error and "lower max_file_bytes" in job.error
+
+
+def test_a_missing_api_key_fails_at_submit(adapter, emu, monkeypatch):
+    spec = make_requests(adapter, 1)
+    monkeypatch.delenv("GEMINI_API_KEY")
+    with pytest.raises(ProfileError, match="GEMINI_API_KEY is not set"):
+        batch_predictor(adapter, emu).submit(spec)
