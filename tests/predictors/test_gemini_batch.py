@@ -8,6 +8,7 @@ import pytest
 
 from bqbatch_sql.adapters.duckdb import DuckDBAdapter
 from bqbatch_sql.emulator import Emulator
+from bqbatch_sql.emulator.gemini_api import GeminiApi
 from bqbatch_sql.errors import ProfileError
 from bqbatch_sql.predictors import make_predictor
 from bqbatch_sql.predictors.base import BatchJobSpec, JobState
@@ -19,6 +20,8 @@ TESTER_STATUS = ('Bad Request: {"error": {"code": 400, "message": "Please use a 
 @pytest.fixture(scope="module")
 def emu():
     with Emulator() as emulator:
+        if getattr(emulator, "gemini", None) is None:  # an emulator that does not register the Gemini API itself
+            GeminiApi().install(emulator)
         yield emulator
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from bqbatch_sql.adapters.duckdb import DuckDBAdapter
 from bqbatch_sql.emulator import Emulator
+from bqbatch_sql.emulator.gemini_api import GeminiApi
 from bqbatch_sql.errors import ProfileError
 from bqbatch_sql.predictors import make_predictor
 from bqbatch_sql.predictors.base import BatchJobSpec, JobState
@@ -22,6 +23,8 @@ GENERATE = ":generateContent"
 @pytest.fixture(scope="module")
 def emu():
     with Emulator() as emulator:
+        if getattr(emulator, "gemini", None) is None:  # an emulator that does not register the Gemini API itself
+            GeminiApi().install(emulator)
         yield emulator
 
 
