@@ -69,8 +69,8 @@ Rule = Callable[[exp.Expression, Ctx], "exp.Expression | None"]
 def float_literal(node: exp.Literal, ctx: Ctx) -> exp.Expression | None:
     # BigQuery reads `2.5` as FLOAT64; DuckDB reads it as DECIMAL(2,1). The answers
     # differ: ROUND(2.675, 2), 0.1 + 0.2, CAST(2.0 AS STRING) ('2' vs '2.0').
-    if node.is_string or isinstance(node.parent, (exp.DataTypeParam, exp.DataType)):
-        return None
+    if node.is_string or isinstance(node.parent, (exp.DataTypeParam, exp.DataType, exp.TableSample)):
+        return None  # type parameters and sample sizes are syntax, not FLOAT64 values
     text = node.this
     if "." not in text or "e" in text.lower():
         return None

@@ -12,7 +12,9 @@ Golden cases live in tests/fixtures/transpile/<name>.sql:
       (or)  -- compile error: <text the CompileError must contain; no duckdb section>
 
 Running the DuckDB SQL and comparing with BigQuery's documented result is the point:
-a sqlglot or DuckDB upgrade that changes an answer fails here, loudly.
+a sqlglot or DuckDB upgrade that changes an answer fails here, loudly. After an
+upgrade that only changes the spelling, BQBATCH_UPDATE_GOLDEN=1 rewrites the
+`-- duckdb:` sections (the results are still checked); review the diff.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import datetime as dt
 import decimal
 import json
 import math
+import os
 import re
 import uuid
 from dataclasses import dataclass
@@ -125,7 +128,10 @@ def test_transpiled_sql_gives_bigquery_answer(case: Case, duck):
         assert "Fix:" in message
         return
     sql = transpile(case.bigquery, "duckdb", path=f"models/{case.name}.sql", model=case.name)
-    assert sql == case.duckdb, f"golden DuckDB SQL changed for {case.name}"
+    if os.environ.get("BQBATCH_UPDATE_GOLDEN") and sql != case.duckdb:
+        _update_golden(case, sql)
+    else:
+        assert sql == case.duckdb, f"golden DuckDB SQL changed for {case.name}"
     if case.setup:
         duck.execute(case.setup)
     if case.runtime_error:
@@ -133,6 +139,14 @@ def test_transpiled_sql_gives_bigquery_answer(case: Case, duck):
             duck.execute(sql).fetchall()
         return
     assert _plain(duck.execute(sql).fetchall()) == case.result
+
+
+def _update_golden(case: Case, sql: str) -> None:
+    path = FIXTURES / f"{case.name}.sql"
+    text = path.read_text(encoding="utf-8")
+    head, rest = text.split("-- duckdb:\n", 1)
+    tail = rest[rest.index("\n-- ", len(case.duckdb or "")) + 1 :]
+    path.write_text(f"{head}-- duckdb:\n{sql}\n{tail}", encoding="utf-8")
 
 
 # --- parse errors ------------------------------------------------------------------------
