@@ -26,6 +26,9 @@ HASH_MARKER = "#@hash@#"
 
 # A recursive schema ($ref to itself) is cut here: deep enough for real nesting.
 MAX_DEPTH = 24
+# Past this depth, values shrink to what the schema requires (null where allowed, no
+# optional properties, minItems items), so recursive schemas end with a valid value.
+SHRINK_DEPTH = 8
 
 
 class SchemaValueError(ValueError):
@@ -206,6 +209,8 @@ class _Generator:
             if _nullable(schema):
                 return None
             raise SchemaValueError(f"'{name}': schema nests deeper than {MAX_DEPTH} levels (recursive $ref?)")
+        if depth > SHRINK_DEPTH and _nullable(schema):
+            return None
         ref = schema.get("$ref") or schema.get("ref")
         if isinstance(ref, str):
             return self.value(self._resolve(ref, name), name, depth + 1)
@@ -218,6 +223,8 @@ class _Generator:
             options = _get(schema, combinator)
             if options:
                 usable = [o for o in options if not (isinstance(o, dict) and _type_name(o) == "null")]
+                if depth > SHRINK_DEPTH and len(usable) < len(options):
+                    return None
                 return self.value((usable or options)[0], name, depth + 1)
         all_of = _get(schema, "allOf")
         if all_of:
@@ -287,7 +294,7 @@ class _Generator:
         items = _get(schema, "items")
         prefix = _get(schema, "prefixItems") or []
         low, high = _get(schema, "minItems"), _get(schema, "maxItems")
-        count = max(int(low or 0), 1, len(prefix))
+        count = max(int(low or 0), 0 if depth > SHRINK_DEPTH else 1, len(prefix))
         if high is not None:
             count = min(count, int(high))
         if low is not None and high is not None and int(low) > int(high):
@@ -300,10 +307,13 @@ class _Generator:
 
     def _object(self, schema: dict, name: str, depth: int) -> dict[str, Any]:
         properties = _get(schema, "properties") or {}
+        required = _get(schema, "required") or []
         order = [p for p in (_get(schema, "propertyOrdering") or []) if p in properties]
         order += [p for p in properties if p not in order]
+        if depth > SHRINK_DEPTH:
+            order = [p for p in order if p in required]
         out = {prop: self.value(properties[prop], prop, depth + 1) for prop in order}
-        for prop in _get(schema, "required") or []:
+        for prop in required:
             out.setdefault(prop, f"emulated {prop} {HASH_MARKER}")
         return out
 

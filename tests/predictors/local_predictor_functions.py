@@ -20,22 +20,20 @@ def echo(request: dict) -> str:
     return f"echo: {prompt_of(request)}"
 
 
-def full(request: dict) -> dict:
-    return {
-        "candidates": [{"content": {"role": "model", "parts": [{"text": prompt_of(request).upper()}]},
-                        "finishReason": "MAX_TOKENS"}],
-        "usageMetadata": {"promptTokenCount": 7, "candidatesTokenCount": 3, "totalTokenCount": 10},
-    }
-
-
-def flaky(request: dict) -> str:
-    if "boom" in prompt_of(request):
-        raise ValueError(f"cannot answer {prompt_of(request)!r}")
+def varied(request: dict):
+    """Answers by the prompt's first word: a full response dict, an exception, a wrong type, or text."""
+    prompt = prompt_of(request)
+    if prompt.startswith("dict"):
+        return {
+            "candidates": [{"content": {"role": "model", "parts": [{"text": prompt.upper()}]},
+                            "finishReason": "MAX_TOKENS"}],
+            "usageMetadata": {"promptTokenCount": 7, "candidatesTokenCount": 3, "totalTokenCount": 10},
+        }
+    if prompt.startswith("boom"):
+        raise ValueError(f"cannot answer {prompt!r}")
+    if prompt.startswith("number"):
+        return 42
     return "fine"
-
-
-def wrong_type(request: dict) -> int:
-    return 42
 
 
 def gated(request: dict) -> str:

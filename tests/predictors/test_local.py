@@ -13,7 +13,7 @@ from bqbatch_sql.adapters.duckdb import DuckDBAdapter
 from bqbatch_sql.errors import JobNotFoundError, PredictorError, ProfileError
 from bqbatch_sql.predictors import make_predictor
 from bqbatch_sql.predictors.base import BatchJobSpec, JobState
-from bqbatch_sql.predictors.local import LocalPredictor
+from bqbatch_sql.predictors.local import LocalPredictor, load_response_function
 from bqbatch_sql.predictors.responses import EMULATED_TAG
 
 SEED_STATUS = (
@@ -68,75 +68,11 @@ def text_of(row: dict) -> str:
     return json.loads(row["response"])["candidates"][0]["content"]["parts"][0]["text"]
 
 
-# -- validation and the shape of answers ------------------------------------------------
+# -- one mixed job: validation, shapes, structured output -------------------------------------
 
-
-def test_seed_tester_row_gets_the_seed_status_and_valid_rows_a_response(adapter):
-    load(adapter, [(1, req("Give me a recipe for banana bread.")), (2, SEED_BAD_REQUEST)])
-    job = run(adapter)
-    assert (job.state, job.total, job.succeeded, job.failed, job.incomplete) == (JobState.SUCCEEDED, 2, 1, 1, 0)
-    good, bad = output(adapter)
-    assert bad["status"] == SEED_STATUS and bad["response"] is None
-    assert good["status"] == ""
-    response = json.loads(good["response"])
-    candidate = response["candidates"][0]
-    assert candidate["content"]["role"] == "model"
-    assert candidate["finishReason"] == "STOP"
-    text = candidate["content"]["parts"][0]["text"]
-    assert text.startswith(EMULATED_TAG) and "Give me a recipe for banana bread." in text
-    usage = response["usageMetadata"]
-    assert usage["promptTokenCount"] >= 1 and usage["candidatesTokenCount"] >= 1
-    assert usage["totalTokenCount"] == usage["promptTokenCount"] + usage["candidatesTokenCount"]
-    assert response["modelVersion"] == "gemini-2.5-flash"
-
-
-def test_output_keeps_every_row_and_column_in_order_even_null_and_garbage(adapter):
-    rows = [(1, req("ok")), (2, None), (3, "not json at all"), (4, "[1, 2]"), (5, "{}"), (6, req("also ok"))]
-    load(adapter, [(i, f"k{i}", r) for i, r in rows], "id INTEGER, key VARCHAR, request VARCHAR")
-    job = run(adapter)
-    out = output(adapter)
-    assert [c.name for c in adapter.columns(adapter.relation("out"))] == [
-        "id", "key", "request", "response", "status", "processed_time"]
-    assert [(r["id"], r["key"], r["request"]) for r in out] == [(i, f"k{i}", r) for i, r in rows]
-    assert (job.succeeded, job.failed) == (2, 4)
-    for row in out:
-        failed = row["id"] in (2, 3, 4, 5)
-        assert (row["response"] is None) == failed
-        assert bool(row["status"]) == failed
-        assert row["processed_time"] is not None
-
-
-def test_json_typed_request_column_and_long_prompts(adapter):
-    long_prompt = "word " * 100
-    load(adapter, [(1, req(long_prompt)), (2, req('quotes " and \\ backslash\nnewline é 🙂'))],
-         "id INTEGER, request JSON")
-    run(adapter)
-    first, second = output(adapter)
-    assert text_of(first).endswith('..."') and len(text_of(first)) < len(long_prompt)
-    assert 'quotes " and \\ backslash\nnewline é 🙂' in text_of(second)
-
-
-def test_responses_are_deterministic_and_differ_per_request(adapter):
-    load(adapter, [(i, req(f"question {i % 3}")) for i in range(6)])
-    run(adapter)
-    first = output(adapter)
-    run(adapter, destination="again")
-    assert [r["response"] for r in first] == [r["response"] for r in output(adapter, "again")]
-    texts = [text_of(r) for r in first]
-    assert texts[0] == texts[3] and len(set(texts)) == 3
-
-
-def test_system_instruction_counts_toward_prompt_tokens(adapter):
-    system = {"parts": [{"text": "You are a very detailed and long-winded chef. " * 5}]}
-    load(adapter, [(1, req("Soup?")), (2, req("Soup?", systemInstruction=system)),
-                   (3, req("Soup?", system_instruction=system))])
-    run(adapter)
-    counts = [json.loads(r["response"])["usageMetadata"]["promptTokenCount"] for r in output(adapter)]
-    assert counts[0] < counts[1] == counts[2]
-
-
-# -- structured output ---------------------------------------------------------------------
-
+LONG_PROMPT = "word " * 100
+ODD_PROMPT = 'quotes " and \\ backslash\nnewline é 🙂'
+SYSTEM = {"parts": [{"text": "You are a very detailed and long-winded chef. " * 5}]}
 SCHEMAS = {
     "scalars": {"type": "OBJECT", "properties": {
         "name": {"type": "STRING"}, "count": {"type": "INTEGER"}, "score": {"type": "NUMBER"},
@@ -215,54 +151,137 @@ def structured(schema: dict, key: str = "responseSchema", config: str = "generat
     return {config: {"responseMimeType": mime, key: schema}}
 
 
-def test_responses_conform_to_each_schema_of_a_catalog(adapter):
-    names = list(SCHEMAS)
-    rows = [(i, req(f"prompt {i}", **structured(SCHEMAS[name]))) for i, name in enumerate(names)]
-    rows.append((len(names), req("plain one")))
-    load(adapter, rows)
+JSON_SCHEMA = {
+    "type": "object",
+    "$defs": {"step": {"type": "object", "properties": {"order": {"type": "integer"}, "what": {"type": ["string", "null"]}},
+                       "required": ["order", "what"]}},
+    "properties": {"steps": {"type": "array", "items": {"$ref": "#/$defs/step"}, "minItems": 2},
+                   "kind": {"anyOf": [{"type": "null"}, {"type": "string", "enum": ["soup", "cake"]}]}},
+    "required": ["steps", "kind"],
+}
+SNAKE = {"type": "OBJECT", "properties": {"answer": {"type": "BOOLEAN"}}, "required": ["answer"]}
+
+MIXED = {
+    "banana": req("Give me a recipe for banana bread."),
+    "tester": SEED_BAD_REQUEST,
+    "null": None,
+    "garbage": "not json at all",
+    "array": "[1, 2]",
+    "empty": "{}",
+    "long": req(LONG_PROMPT),
+    "odd": req(ODD_PROMPT),
+    "soup": req("Soup?"),
+    "soup_system": req("Soup?", systemInstruction=SYSTEM),
+    "soup_system_snake": req("Soup?", system_instruction=SYSTEM),
+    **{f"schema_{name}": req(f"prompt {name}", **structured(schema)) for name, schema in SCHEMAS.items()},
+    "json_schema": req("a", **structured(JSON_SCHEMA, key="responseJsonSchema")),
+    "snake_config": req("b", generation_config={"response_mime_type": "application/json", "response_schema": SNAKE}),
+    "enum_mime": req("c", **structured({"type": "STRING", "enum": ["yes", "no"]}, mime="text/x.enum")),
+    "json_no_schema": req("d", generationConfig={"responseMimeType": "application/json"}),
+    **{f"review_{i}": req(f"review {i}", **structured(SCHEMAS["enum_nested"])) for i in range(4)},
+    **{f"question_{i}": req(f"question {i % 3}") for i in range(6)},
+}
+INVALID = {"tester", "null", "garbage", "array", "empty"}
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    """One job over rows of every kind; the tests below each read their rows of its output."""
+    adapter = DuckDBAdapter()
+    load(adapter, [(i, name, request) for i, (name, request) in enumerate(MIXED.items())],
+         "id INTEGER, name VARCHAR, request VARCHAR")
     job = run(adapter)
-    assert job.failed == 0
-    out = output(adapter)
-    for name, row in zip(names, out):
-        value = json.loads(text_of(row))
-        assert check(value, SCHEMAS[name]) == [], (name, value)
-    assert list(json.loads(text_of(out[names.index("ordering")]))) == ["c", "a", "b"]
-    assert text_of(out[-1]).startswith(EMULATED_TAG)
+    rows = output(adapter)
+    yield adapter, job, {row["name"]: row for row in rows}, rows
+    adapter.close()
 
 
-def test_json_schema_snake_case_config_and_enum_mime(adapter):
-    json_schema = {
-        "type": "object",
-        "$defs": {"step": {"type": "object", "properties": {"order": {"type": "integer"}, "what": {"type": ["string", "null"]}},
-                           "required": ["order", "what"]}},
-        "properties": {"steps": {"type": "array", "items": {"$ref": "#/$defs/step"}, "minItems": 2},
-                       "kind": {"anyOf": [{"type": "null"}, {"type": "string", "enum": ["soup", "cake"]}]}},
-        "required": ["steps", "kind"],
-    }
-    snake = {"type": "OBJECT", "properties": {"answer": {"type": "BOOLEAN"}}, "required": ["answer"]}
-    enum = {"type": "STRING", "enum": ["yes", "no"]}
-    load(adapter, [
-        (1, req("a", **structured(json_schema, key="responseJsonSchema"))),
-        (2, req("b", generation_config={"response_mime_type": "application/json", "response_schema": snake})),
-        (3, req("c", **structured(enum, mime="text/x.enum"))),
-        (4, req("d", generationConfig={"responseMimeType": "application/json"})),
-    ])
-    run(adapter)
-    first, second, third, fourth = output(adapter)
-    assert check(json.loads(text_of(first)), json_schema) == []
-    assert json.loads(text_of(second)) == {"answer": True}
-    assert text_of(third) == "yes"
-    assert EMULATED_TAG in json.loads(text_of(fourth))["response"]
+def test_seed_tester_row_gets_the_seed_status_and_valid_rows_a_response(mixed):
+    _, job, by_name, _ = mixed
+    assert (job.state, job.total, job.failed, job.incomplete) == (JobState.SUCCEEDED, len(MIXED), len(INVALID), 0)
+    assert job.succeeded == len(MIXED) - len(INVALID)
+    bad, good = by_name["tester"], by_name["banana"]
+    assert bad["status"] == SEED_STATUS and bad["response"] is None
+    assert good["status"] == ""
+    response = json.loads(good["response"])
+    candidate = response["candidates"][0]
+    assert candidate["content"]["role"] == "model"
+    assert candidate["finishReason"] == "STOP"
+    text = candidate["content"]["parts"][0]["text"]
+    assert text.startswith(EMULATED_TAG) and "Give me a recipe for banana bread." in text
+    usage = response["usageMetadata"]
+    assert usage["promptTokenCount"] >= 1 and usage["candidatesTokenCount"] >= 1
+    assert usage["totalTokenCount"] == usage["promptTokenCount"] + usage["candidatesTokenCount"]
+    assert response["modelVersion"] == "gemini-2.5-flash"
 
 
-def test_schema_strings_vary_per_row_but_structure_and_enums_do_not(adapter):
-    schema = SCHEMAS["enum_nested"]
-    load(adapter, [(i, req(f"review {i}", **structured(schema))) for i in range(4)])
-    run(adapter)
-    values = [json.loads(text_of(r)) for r in output(adapter)]
+def test_output_keeps_every_row_and_column_in_order_even_null_and_garbage(mixed):
+    adapter, _, _, rows = mixed
+    assert [c.name for c in adapter.columns(adapter.relation("out"))] == [
+        "id", "name", "request", "response", "status", "processed_time"]
+    assert [(r["id"], r["name"], r["request"]) for r in rows] == [
+        (i, name, request) for i, (name, request) in enumerate(MIXED.items())]
+    cur = adapter.connection.cursor()
+    assert [r[0] for r in cur.execute("SELECT id FROM out").fetchall()] == list(range(len(MIXED)))  # table order kept
+    for row in rows:
+        failed = row["name"] in INVALID
+        assert (row["response"] is None) == failed and bool(row["status"]) == failed, row
+        assert row["processed_time"] is not None
+    assert all(by.startswith("Bad Request: {") for by in (r["status"] for r in rows if r["name"] in INVALID))
+
+
+def test_long_and_odd_prompts_are_echoed_safely(mixed):
+    _, _, by_name, _ = mixed
+    assert text_of(by_name["long"]).endswith('..."') and len(text_of(by_name["long"])) < len(LONG_PROMPT)
+    assert ODD_PROMPT in text_of(by_name["odd"])
+
+
+def test_json_typed_request_column(adapter):
+    load(adapter, [(1, req(ODD_PROMPT)), (2, SEED_BAD_REQUEST)], "id INTEGER, request JSON")
+    job = run(adapter)
+    assert (job.succeeded, job.failed) == (1, 1)
+    first, second = output(adapter)
+    assert ODD_PROMPT in text_of(first) and second["status"] == SEED_STATUS
+
+
+def test_responses_are_deterministic_and_differ_per_request(mixed):
+    adapter, _, by_name, rows = mixed
+    run(adapter, destination="again")
+    assert [r["response"] for r in rows] == [r["response"] for r in output(adapter, "again")]
+    texts = [text_of(by_name[f"question_{i}"]) for i in range(6)]
+    assert texts[0] == texts[3] and len(set(texts)) == 3
+
+
+def test_system_instruction_counts_toward_prompt_tokens(mixed):
+    _, _, by_name, _ = mixed
+    counts = [json.loads(by_name[name]["response"])["usageMetadata"]["promptTokenCount"]
+              for name in ("soup", "soup_system", "soup_system_snake")]
+    assert counts[0] < counts[1] == counts[2]
+
+
+def test_responses_conform_to_each_schema_of_a_catalog(mixed):
+    _, _, by_name, _ = mixed
+    for name, schema in SCHEMAS.items():
+        value = json.loads(text_of(by_name[f"schema_{name}"]))
+        assert check(value, schema) == [], (name, value)
+    assert list(json.loads(text_of(by_name["schema_ordering"]))) == ["c", "a", "b"]
+    assert text_of(by_name["soup"]).startswith(EMULATED_TAG)
+
+
+def test_json_schema_snake_case_config_and_enum_mime(mixed):
+    _, _, by_name, _ = mixed
+    assert check(json.loads(text_of(by_name["json_schema"])), JSON_SCHEMA) == []
+    assert json.loads(text_of(by_name["snake_config"])) == {"answer": True}
+    assert text_of(by_name["enum_mime"]) == "yes"
+    assert EMULATED_TAG in json.loads(text_of(by_name["json_no_schema"]))["response"]
+
+
+def test_schema_strings_vary_per_row_but_structure_and_enums_do_not(mixed):
+    _, _, by_name, _ = mixed
+    values = [json.loads(text_of(by_name[f"review_{i}"])) for i in range(4)]
     assert len({v["author"]["first"] for v in values}) == 4
     assert {v["sentiment"] for v in values} == {"positive"}
-    assert all(check(v, schema) == [] for v in values)
+    assert all(check(v, SCHEMAS["enum_nested"]) == [] for v in values)
 
 
 # -- the job ----------------------------------------------------------------------------------
@@ -363,8 +382,7 @@ def test_failure_rate_fails_a_deterministic_fraction_of_valid_rows(adapter):
 def test_failure_rate_bounds_and_per_model_override(adapter):
     load(adapter, [(i, req(f"p{i}")) for i in range(50)])
     assert run(adapter, LocalPredictor(adapter, failure_rate=1.0)).failed == 50
-    assert run(adapter, LocalPredictor(adapter), failure_rate=1.0).failed == 50
-    assert run(adapter, LocalPredictor(adapter, failure_rate=0.0)).failed == 0
+    assert run(adapter, LocalPredictor(adapter, failure_rate=1.0), failure_rate=0.0).failed == 0
     with pytest.raises(PredictorError, match="failure_rate"):
         LocalPredictor(adapter, failure_rate=1.5)
 
@@ -372,33 +390,31 @@ def test_failure_rate_bounds_and_per_model_override(adapter):
 # -- response_function -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", [f"{fns.__name__}:echo", f"{fns.__name__}.echo"])
-def test_response_function_text_is_wrapped_and_invalid_rows_never_reach_it(adapter, path):
+def test_response_function_text_is_wrapped_and_invalid_rows_never_reach_it(adapter):
     fns.CALLS.clear()
     load(adapter, [(1, req("hello")), (2, SEED_BAD_REQUEST), (3, req("world"))])
-    job = run(adapter, LocalPredictor(adapter, response_function=path))
+    job = run(adapter, LocalPredictor(adapter, response_function=f"{fns.__name__}:echo"))
     assert (job.succeeded, job.failed) == (2, 1)
     out = output(adapter)
     assert [text_of(r) for r in (out[0], out[2])] == ["echo: hello", "echo: world"]
     assert json.loads(out[0]["response"])["modelVersion"] == "gemini-2.5-flash"
     assert out[1]["status"] == SEED_STATUS
     assert [fns.prompt_of(c) for c in fns.CALLS] == ["hello", "world"]
+    assert load_response_function(f"{fns.__name__}.echo") is fns.echo  # the dotted form names the same function
 
 
-def test_response_function_dicts_errors_and_wrong_types(adapter):
-    load(adapter, [(1, req("fine")), (2, req("boom here"))])
-    run(adapter, LocalPredictor(adapter, response_function=f"{fns.__name__}:full"))
-    response = json.loads(output(adapter)[0]["response"])
+def test_response_function_dicts_errors_and_wrong_types_fail_rows_not_the_job(adapter):
+    load(adapter, [(1, req("dict please")), (2, req("boom here")), (3, req("number")), (4, req("text"))])
+    job = run(adapter, LocalPredictor(adapter, response_function=f"{fns.__name__}:varied"))
+    assert (job.state, job.succeeded, job.failed) == (JobState.SUCCEEDED, 2, 2)
+    as_dict, boom, number, text = output(adapter)
+    response = json.loads(as_dict["response"])
     assert response["candidates"][0]["finishReason"] == "MAX_TOKENS"
     assert response["usageMetadata"]["totalTokenCount"] == 10
-
-    job = run(adapter, LocalPredictor(adapter, response_function=f"{fns.__name__}:flaky"))
-    assert (job.state, job.succeeded, job.failed) == (JobState.SUCCEEDED, 1, 1)
-    status = output(adapter)[1]["status"]
-    assert status.startswith("Internal Server Error: ") and "ValueError: cannot answer 'boom here'" in status
-
-    job = run(adapter, LocalPredictor(adapter, response_function=f"{fns.__name__}:wrong_type"))
-    assert job.failed == 2 and "returned int" in output(adapter)[0]["status"]
+    assert boom["status"].startswith("Internal Server Error: ") and "ValueError: cannot answer 'boom here'" in boom["status"]
+    assert boom["response"] is None
+    assert "returned int" in number["status"]
+    assert text_of(text) == "fine"
 
 
 def test_bad_response_function_path_is_a_clear_error(adapter):
