@@ -18,6 +18,7 @@ import orjson
 from sqlglot import exp
 
 from bqbatch_sql.compile import parse_model_sql, to_dialect, transpile
+from bqbatch_sql import jobs, output_check
 from bqbatch_sql.compiled import CompiledModel
 from bqbatch_sql.errors import JobNotFoundError, PredictorError, RequestTableError
 from bqbatch_sql.ledger import LIVE_STATES
@@ -59,30 +60,41 @@ def run_batch_prediction(runner: "Runner", compiled: CompiledModel, result: "Nod
     full_refresh = runner.options.full_refresh
     reporter = runner.reporter
 
+    options = runner.options
+    attach_only = getattr(options, "attach_only", False)  # `bqbatch wait`: finish submitted jobs, submit none
+    writes_table = getattr(predictor, "writes_table", True)
     job: BatchJob | None = None
+    source, destination = requests, output
     entry = ledger.latest(model.unique_id, fp)
-    if entry and entry.state in LIVE_STATES and not full_refresh:
+    if entry is None and attach_only:
+        entry = ledger.latest(model.unique_id)  # the job that was submitted, even if the model changed since
+    # A live job is re-attached even on --full-refresh: it is never paid for twice.
+    if entry and entry.state in LIVE_STATES:
         try:
             job = predictor.get(entry.job_name)
+            source = output.with_name(entry.source.rsplit(".", 1)[-1])
+            destination = output.with_name(entry.destination.rsplit(".", 1)[-1])
             reporter.plain(f"    {model.name}: re-attached to live job {job.name} ({job.state.short})")
         except JobNotFoundError:
             job = None
+    if job is None and attach_only:
+        result.status, result.message = "skipped", jobs.nothing_to_wait_for(entry)
+        return
     checksum = entry.data_checksum if entry else None
-    invalid_held_back = False
+    invalid_held_back = source != requests
     if job is None:
         adapter.create_table_as(requests, compiled.query)
         from bqbatch_sql.validate import check_request_table, validate_relation
 
         check_request_table(adapter, requests, model=model.name, path=model.path)
         checksum = _data_checksum(adapter, requests)
-        if (entry and entry.state == JobState.SUCCEEDED and entry.data_checksum == checksum and not full_refresh
-                and adapter.table_exists(output)):
+        if (entry and entry.state in jobs.FINISHED_STATES and entry.data_checksum == checksum and not full_refresh
+                and entry.destination == str(output) and adapter.table_exists(output)):
             result.message = f"up to date: job {entry.job_name} already predicted these rows"
             result.rows = entry.total
             result.batch = _summary(adapter, output, entry.job_name, entry.state, reused=True)
             _parsed_view(runner, compiled, requests)
             return
-        source = requests
         if cfg.on_invalid in ("fail", "skip"):
             report = validate_relation(adapter, requests, model=model.name, path=model.path, key_columns=cfg.key_columns)
             if report.invalid and cfg.on_invalid == "fail":
@@ -95,33 +107,52 @@ def run_batch_prediction(runner: "Runner", compiled: CompiledModel, result: "Nod
                 source = requests.with_name(f"{output.name}__requests_valid")
                 _split_valid(adapter, requests, source)
                 invalid_held_back = True
-        adapter.drop_relation(output)  # Vertex refuses to write into an existing table
+        # Vertex writes only into a new table: the old output stays readable until the new one replaces it.
+        if writes_table:
+            destination = output_check.choose_destination(adapter, output, fp, full_refresh)
         spec = BatchJobSpec(
-            model_id=cfg.model, source=source, destination=output,
+            model_id=cfg.model, source=source, destination=destination,
             display_name=f"bqbatch-{ctx.project.name}-{model.name}",
             labels={"bqbatch_model": _label_value(model.name), "bqbatch_fingerprint": fp, **cfg.labels},
             options=dict(cfg.predictor_options),
         )
         job = predictor.submit(spec)
-        ledger.record(model.unique_id, fp, checksum, predictor.name, job, source, output)
+        ledger.record(model.unique_id, fp, checksum, predictor.name, job, source, destination)
         reporter.plain(f"    {model.name}: submitted {job.name}")
+        if not getattr(options, "wait", True):
+            result.status = "skipped"
+            result.message = (f"submitted {job.name} and returned (--no-wait); `bqbatch wait -s {model.name}` "
+                              f"waits for it and builds {output}")
+            result.batch = {"job_name": job.name, "state": job.state.value, "submitted": True}
+            return
 
-    job = _wait(predictor, job, reporter, model.name)
-    ledger.record(model.unique_id, fp, checksum, predictor.name, job, requests, output)
-    if job.state != JobState.SUCCEEDED:
-        detail = f": {job.error}" if job.error else ""
-        raise PredictorError(
-            f"Model '{model.name}' ({model.path}): batch job {job.name} ended {job.state.short}{detail}. "
-            f"The request table {requests} is kept; rerun to submit again."
-        )
+    try:
+        job = _wait(predictor, job, reporter, model.name, getattr(runner, "interrupted", None))
+    except jobs.Interrupted:
+        message = jobs.interrupted_message(predictor, job, model.name, getattr(options, "cancel_on_interrupt", False))
+        result.batch = {"job_name": job.name, "state": job.state.value, "interrupted": True}
+        raise jobs.Interrupted(f"Model '{model.name}': {message}") from None
+    ledger.record(model.unique_id, fp, checksum, predictor.name, job, source, destination)
+    if job.state not in jobs.FINISHED_STATES:
+        result.batch = {"job_name": job.name, "state": job.state.value}
+        raise jobs.outcome_error(model, job, requests, output)
+    if not writes_table:
+        result.message = f"predictions written as JSONL under {predictor.gcs_destination} by {job.name}"
+        result.batch = {"job_name": job.name, "state": job.state.value, "rows": job.succeeded + job.failed}
+        return
     if invalid_held_back:
-        _append_invalid(adapter, requests, output)
-    expected, actual = adapter.row_count(requests), adapter.row_count(output)
+        _append_invalid(adapter, requests, destination)
+    expected, actual = adapter.row_count(requests), adapter.row_count(destination)
     if expected != actual:
-        raise PredictorError(
-            f"Model '{model.name}': the output table {output} has {actual:,} rows for {expected:,} requests. "
-            f"Every request must end with a response or a status; inspect the job {job.name}."
-        )
+        differences = output_check.row_differences(adapter, requests, destination, cfg.key_columns)
+        result.batch = {"job_name": job.name, "state": job.state.value}
+        raise PredictorError(output_check.describe_count_mismatch(
+            model.name, destination, output, job.name, expected, actual, differences))
+    if destination != output:
+        output_check.swap_in(adapter, destination, output)
+        ledger.record(model.unique_id, fp, checksum, predictor.name, job, source, output)
+    if job.state == JobState.PARTIALLY_SUCCEEDED:
+        result.message = jobs.partial_message(job, output)
     result.rows = actual
     result.batch = _summary(adapter, output, job.name, job.state, reused=False)
     _parsed_view(runner, compiled, requests)
@@ -148,7 +179,7 @@ def _label_value(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in text.lower())[:63]
 
 
-def _wait(predictor, job: BatchJob, reporter, name: str) -> BatchJob:
+def _wait(predictor, job: BatchJob, reporter, name: str, interrupted=None) -> BatchJob:
     delay = getattr(predictor, "poll_initial_seconds", 0.5)
     ceiling = getattr(predictor, "poll_max_seconds", 5.0)
     factor = getattr(predictor, "poll_multiplier", 1.5)
@@ -158,7 +189,11 @@ def _wait(predictor, job: BatchJob, reporter, name: str) -> BatchJob:
             progress.update(job.state.short, job.succeeded + job.failed, job.total, job.failed)
             if job.done:
                 return job
-            time.sleep(delay)
+            # Ctrl-C reaches the main thread only; it sets `interrupted`, which ends this wait at once.
+            if interrupted is not None and interrupted.wait(delay):
+                raise jobs.Interrupted(f"interrupted while waiting for {job.name}")
+            if interrupted is None:
+                time.sleep(delay)
             delay = min(delay * factor, ceiling)
             job = predictor.get(job.name)
     finally:
@@ -169,7 +204,8 @@ def _wait(predictor, job: BatchJob, reporter, name: str) -> BatchJob:
 # (BigQuery's FarmHash does not exist in DuckDB); the value is only ever compared
 # with one computed by the same warehouse.
 _ROW_HASH = {
-    "bigquery": "BIT_XOR(FARM_FINGERPRINT(TO_JSON_STRING(t)))",
+    # 60 bits of MD5 rather than FARM_FINGERPRINT: the emulator runs BigQuery SQL on DuckDB, which has no FarmHash.
+    "bigquery": "BIT_XOR(CAST(CONCAT('0x', SUBSTR(TO_HEX(MD5(TO_JSON_STRING(t))), 1, 15)) AS INT64))",
     "duckdb": "BIT_XOR(HASH(t))",
 }
 

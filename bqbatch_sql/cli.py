@@ -88,16 +88,28 @@ def main():
 
 
 def _run_nodes(resource_types, project_dir, profiles_dir, target, vars_, debug, select, exclude,
-               threads=None, full_refresh=False, command="run"):
+               threads=None, full_refresh=False, command="run", **job_options):
+    from bqbatch_sql.jobs import exit_code
+
     ctx = _context(project_dir, profiles_dir, target, vars_, threads)
     try:
         results = ctx.run(select, exclude, resource_types=resource_types, full_refresh=full_refresh, debug=debug,
                           args={"command": command, "select": list(select), "exclude": list(exclude),
-                                "full_refresh": full_refresh, "target": ctx.target.name})
+                                "full_refresh": full_refresh, "target": ctx.target.name}, **job_options)
     finally:
         ctx.close()
-    if any(r.status != "success" for r in results):
-        sys.exit(1)
+    code = exit_code(results, getattr(ctx, "interrupted", False))
+    if code:
+        sys.exit(code)
+
+
+def _job_options(func):
+    """How a run treats its batch jobs (exit codes: 0 ok, 1 error, 2 partially succeeded, 3 paused, 130 Ctrl-C)."""
+    func = click.option("--cancel-on-interrupt", is_flag=True,
+                        help="On Ctrl-C, cancel the batch jobs being waited for (default: leave them running).")(func)
+    func = click.option("--no-wait", "no_wait", is_flag=True,
+                        help="Submit batch jobs and return; `bqbatch wait` finishes them later.")(func)
+    return func
 
 
 @main.command()
@@ -105,10 +117,18 @@ def _run_nodes(resource_types, project_dir, profiles_dir, target, vars_, debug, 
 @_selection
 @click.option("--threads", type=int, default=None, help="Nodes to run at once (default: the target's threads).")
 @click.option("--full-refresh", is_flag=True, help="Rebuild everything, predictions included.")
+@_job_options
 @_handle_errors
-def run(project_dir, profiles_dir, target, vars_, debug, select, exclude, threads, full_refresh):
-    """Run the selected models in dependency order (views, tables, batch predictions)."""
-    _run_nodes({"model"}, project_dir, profiles_dir, target, vars_, debug, select, exclude, threads, full_refresh)
+def run(project_dir, profiles_dir, target, vars_, debug, select, exclude, threads, full_refresh, no_wait,
+        cancel_on_interrupt):
+    """Run the selected models in dependency order (views, tables, batch predictions).
+
+    A batch job that is still running from an earlier run (same model, same SQL) is
+    re-attached, never submitted twice. Exit codes: 0 ok, 1 error, 2 a job ended
+    PARTIALLY_SUCCEEDED, 3 a job is PAUSED, 130 interrupted.
+    """
+    _run_nodes({"model"}, project_dir, profiles_dir, target, vars_, debug, select, exclude, threads, full_refresh,
+               wait=not no_wait, cancel_on_interrupt=cancel_on_interrupt)
 
 
 @main.command()
@@ -116,11 +136,13 @@ def run(project_dir, profiles_dir, target, vars_, debug, select, exclude, thread
 @_selection
 @click.option("--threads", type=int, default=None, help="Nodes to run at once.")
 @click.option("--full-refresh", is_flag=True, help="Rebuild everything, predictions included.")
+@_job_options
 @_handle_errors
-def build(project_dir, profiles_dir, target, vars_, debug, select, exclude, threads, full_refresh):
+def build(project_dir, profiles_dir, target, vars_, debug, select, exclude, threads, full_refresh, no_wait,
+          cancel_on_interrupt):
     """Load seeds, then run models: the whole project in dependency order."""
     _run_nodes({"seed", "model"}, project_dir, profiles_dir, target, vars_, debug, select, exclude, threads,
-               full_refresh, "build")
+               full_refresh, "build", wait=not no_wait, cancel_on_interrupt=cancel_on_interrupt)
 
 
 @main.command()
@@ -136,12 +158,27 @@ def seed(project_dir, profiles_dir, target, vars_, debug, select, exclude, threa
 @main.command(name="compile")
 @_common
 @_selection
+@click.option("--validate", "validate_", is_flag=True,
+              help="Also have the warehouse check each compiled query without running it (BigQuery: a dry run).")
 @_handle_errors
-def compile_(project_dir, profiles_dir, target, vars_, debug, select, exclude):
+def compile_(project_dir, profiles_dir, target, vars_, debug, select, exclude, validate_):
     """Render and parse the selected models; write target/compiled/ and target/manifest.json."""
     ctx = _context(project_dir, profiles_dir, target, vars_)
     compiled = ctx.compile(select, exclude)
     click.echo(f"Compiled {len(compiled)} model(s) to {ctx.project.target_dir / 'compiled'}")
+    if validate_:
+        from bqbatch_sql.jobs import dry_run_lines
+
+        try:
+            lines, failures = dry_run_lines(ctx, compiled)
+        finally:
+            ctx.close()
+        for line in lines:
+            click.echo(line)
+        if failures:
+            click.echo(f"{failures} of {len(compiled)} model(s) failed validation "
+                       f"(upstream models must exist in the warehouse: run them first).", err=True)
+            sys.exit(1)
 
 
 @main.command(name="ls")
@@ -200,3 +237,66 @@ def validate(project_dir, profiles_dir, target, vars_, debug, select, exclude):
         click.echo(report.render())
     if any(r.invalid or r.over_job_limit for r in reports):
         sys.exit(1)
+
+
+@main.command(name="wait")
+@_common
+@_selection
+@click.option("--cancel-on-interrupt", is_flag=True, help="On Ctrl-C, cancel the jobs being waited for.")
+@_handle_errors
+def wait_(project_dir, profiles_dir, target, vars_, debug, select, exclude, cancel_on_interrupt):
+    """Wait for the submitted batch jobs of the selected models and finish them (output, checks, parsed view).
+
+    Submits nothing: a model without a live job is reported and skipped. Exit codes
+    as for `run`.
+    """
+    selection = tuple(select) or ("config.materialized:batch_prediction",)
+    _run_nodes({"model"}, project_dir, profiles_dir, target, vars_, debug, selection, exclude, command="wait",
+               attach_only=True, cancel_on_interrupt=cancel_on_interrupt)
+
+
+@main.command()
+@_common
+@_selection
+@_handle_errors
+def status(project_dir, profiles_dir, target, vars_, debug, select, exclude):
+    """Show the newest batch job of each selected batch_prediction model: state, counts, age, console link."""
+    from bqbatch_sql.jobs import status_rows
+    from bqbatch_sql.reporting import Reporter
+
+    ctx = _context(project_dir, profiles_dir, target, vars_)
+    try:
+        rows = status_rows(ctx, select, exclude)
+    finally:
+        ctx.close()
+    if not rows:
+        click.echo("No batch_prediction model is selected.")
+        return
+    from rich.table import Table
+
+    table = Table("model", "job", "state", "succeeded", "failed", "total", "age", "console", box=None,
+                  pad_edge=False)
+    for r in rows:
+        def n(value):
+            return "-" if value is None else f"{value:,}"
+
+        table.add_row(r.model, r.job.rsplit("/", 1)[-1], r.state, n(r.succeeded), n(r.failed), n(r.total), r.age,
+                      r.link or r.note or "-")
+    Reporter().console.print(table)
+
+
+@main.command()
+@_common
+@_selection
+@_handle_errors
+def cancel(project_dir, profiles_dir, target, vars_, debug, select, exclude):
+    """Cancel the running batch jobs of the selected batch_prediction models (all of them without --select)."""
+    from bqbatch_sql.jobs import cancel_jobs
+
+    ctx = _context(project_dir, profiles_dir, target, vars_)
+    try:
+        lines = cancel_jobs(ctx, select, exclude)
+    finally:
+        ctx.close()
+    for line in lines or ["No batch_prediction model is selected."]:
+        click.echo(line)

@@ -126,7 +126,8 @@ class Context:
         return reports
 
     def run(self, select=None, exclude=None, *, resource_types=frozenset({"model"}), reporter=None,
-            full_refresh: bool = False, debug: bool = False, args: dict | None = None):
+            full_refresh: bool = False, debug: bool = False, args: dict | None = None, wait: bool = True,
+            cancel_on_interrupt: bool = False, attach_only: bool = False):
         """Run the selected nodes; write target/run_results.json and target/manifest.json."""
         import time
 
@@ -140,7 +141,11 @@ class Context:
         start = time.perf_counter()
         if not node_ids:
             reporter.line("Nothing to do: the selection matches no node of this kind.")
-        results = Runner(self, node_ids, reporter, RunOptions(full_refresh=full_refresh, debug=debug)).run()
+        runner = Runner(self, node_ids, reporter, RunOptions(full_refresh=full_refresh, debug=debug, wait=wait,
+                                                             cancel_on_interrupt=cancel_on_interrupt,
+                                                             attach_only=attach_only))
+        results = runner.run()
+        self.interrupted = runner.interrupted.is_set()
         elapsed = time.perf_counter() - start
         if results:
             reporter.summary(results, elapsed)
@@ -167,6 +172,8 @@ class Context:
         adapter = self.adapter
         checks = getattr(adapter, "debug_checks", None)
         if checks is not None:
-            return checks()
+            # The predictor's checks too (Vertex: the region rule and one API call), when it has them.
+            predictor_checks = getattr(self.predictor, "debug_checks", None)
+            return checks() + (predictor_checks() if predictor_checks is not None else [])
         adapter.fetchall("SELECT 1")
         return [f"connection: OK ({adapter.dialect} {getattr(adapter, 'database', '')})"]

@@ -19,8 +19,9 @@ from bqbatch_sql.nodes import Relation
 from bqbatch_sql.predictors.base import BatchJob, JobState
 
 LEDGER_TABLE = "bqbatch_jobs"
+# PAUSED ends a wait but not the job (it may resume): a rerun re-attaches rather than paying again.
 LIVE_STATES = frozenset({JobState.QUEUED, JobState.PENDING, JobState.RUNNING, JobState.CANCELLING,
-                         JobState.UPDATING, JobState.UNSPECIFIED})
+                         JobState.UPDATING, JobState.UNSPECIFIED, JobState.PAUSED})
 
 _COLUMNS = (
     ("model_unique_id", "STRING"),
@@ -108,7 +109,8 @@ class Ledger:
         """The newest entry of every model, for `bqbatch status`."""
         self._ensure()
         names = ", ".join(exp.to_identifier(n, quoted=True).sql("bigquery") for n, _ in _COLUMNS)
-        sql = (f"SELECT {names} FROM {self.relation.sql('bigquery')} "
+        # BigQuery accepts QUALIFY only next to WHERE, GROUP BY or HAVING.
+        sql = (f"SELECT {names} FROM {self.relation.sql('bigquery')} WHERE TRUE "
                f"QUALIFY ROW_NUMBER() OVER (PARTITION BY `model_unique_id` ORDER BY `recorded_at` DESC) = 1 "
                f"ORDER BY `model_unique_id`")
         out = []

@@ -25,6 +25,8 @@ class RunOptions:
     full_refresh: bool = False
     wait: bool = True
     debug: bool = False
+    cancel_on_interrupt: bool = False  # Ctrl-C cancels the batch jobs being waited for
+    attach_only: bool = False  # `bqbatch wait`: finish submitted batch jobs, submit none
 
 
 class Runner:
@@ -36,6 +38,8 @@ class Runner:
         self.options = options or RunOptions()
         self._schemas: set[str] = set()
         self._schema_lock = threading.Lock()
+        # Set on Ctrl-C: workers waiting for batch jobs stop waiting; nodes not started are dropped.
+        self.interrupted = threading.Event()
 
     def run(self) -> list[NodeResult]:
         graph = self.manifest.graph
@@ -57,7 +61,7 @@ class Runner:
                     running[pool.submit(self._execute, uid)] = uid
                 if not running:
                     break
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                done = self._wait_some(running, pending)
                 for future in done:
                     uid = running.pop(future)
                     result = future.result()
@@ -77,6 +81,20 @@ class Runner:
                                     pending[grandchild].discard(skipped)
         del adapter
         return [results[uid] for uid in self.node_ids if uid in results]
+
+    def _wait_some(self, running: dict, pending: dict) -> set:
+        try:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+        except KeyboardInterrupt:
+            if self.interrupted.is_set():
+                raise  # a second Ctrl-C: stop at once
+            self.interrupted.set()
+            pending.clear()
+            jobs = ("batch jobs being waited for are cancelled" if self.options.cancel_on_interrupt
+                    else "batch jobs keep running")
+            self.reporter.line(f"[yellow]Interrupted: finishing the nodes in flight; {jobs}.[/yellow]")
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+        return done
 
     # -- one node ----------------------------------------------------------------
 
