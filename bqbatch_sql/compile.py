@@ -111,11 +111,16 @@ def _syntax_error(sql: str, err: ParseError | TokenError, where: str) -> Compile
         m = re.search(r"from (\d+):(\d+)", cause)
         if m:
             line, col = _line_col(sql, int(m.group(2)))
+            description = cause.split(" from ")[0]
         else:
-            line, col = _line_col(sql, (err.start + 50) if err.start else 0)
-        description = cause.split(" from ")[0] if m else cause
+            # Only the quoted window is known: sql[start:end], 50 characters either side
+            # of where the tokenizer stopped.
+            start, end = err.start or 0, err.end or 0
+            stop = start + 50 if start else (end - 50 if 0 < end < len(sql) - 1 else len(sql))
+            line, col = _line_col(sql, stop)
+            description = "the SQL text cannot be split into tokens here (often a stray or unbalanced quote)"
         hint = ""
-        if description.startswith("Missing"):
+        if description.startswith("Missing") or not m:
             hint = (
                 "A string literal, quoted identifier or comment is not closed; close it "
                 "(inside a string, write a quote as \\' or use a triple-quoted string)."
@@ -251,7 +256,7 @@ def _to_duckdb(
             f"{ctx.where()}: sqlglot cannot write this statement for DuckDB: {err}. "
             "Fix: simplify the construct it names, or run this model on the BigQuery target."
         ) from None
-    notes = [m for m in generator.unsupported_messages if not m.startswith(_HARMLESS_NOTES)]
+    notes = [m.rstrip(". ") for m in generator.unsupported_messages if not m.startswith(_HARMLESS_NOTES)]
     if notes:
         raise CompileError(
             f"{ctx.where()}: cannot be translated to DuckDB (the local target) without "

@@ -112,8 +112,10 @@ def time_format(node: exp.Expression, ctx: Ctx) -> exp.Expression | None:
             if element in _SAME_FORMAT_ELEMENTS:
                 continue
             if element in _FORMAT_FIXES:
-                ctx.reject(node, f"format element in '{fmt.this}'", _FORMAT_FIXES[element] + ".")
-            ctx.reject(node, f"format element '%{element}'",
+                # Name the element as the user wrote it (sqlglot rewrote %e as %-d, %c as ...%e...).
+                written = {"-d": "%e", "e": "%c"}.get(element, f"%{element}")
+                ctx.reject(node, f"date/time format element '{written}'", _FORMAT_FIXES[element] + ".")
+            ctx.reject(node, f"date/time format element '%{element}'",
                        "DuckDB's strftime/strptime cannot handle it; supported: "
                        "%Y %m %d %H %M %S %A %a %B %b %h %j %U %W %u %w %y %G %V %I %p %x %X %D %F %T %E6S %%.")
     zone = node.args.get("zone")
