@@ -30,6 +30,7 @@ from bqbatch_sql.errors import PredictorError
 from bqbatch_sql.predictors.responses import status_text
 
 WINDOW_SECONDS = 60.0
+SPACING_MARGIN = 0.01
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +69,9 @@ class RateLimiter:
     """
 
     def __init__(self, requests_per_minute: float | None, tokens_per_minute: float | None, clock=time.monotonic):
-        self.interval = WINDOW_SECONDS / requests_per_minute if requests_per_minute else 0.0
+        # Spaced 1% wider than the limit allows: the server sees our calls with the network's
+        # jitter, and a call that arrives a few ms early must still find room in its window.
+        self.interval = WINDOW_SECONDS / requests_per_minute * (1 + SPACING_MARGIN) if requests_per_minute else 0.0
         self.tokens_per_minute = tokens_per_minute
         self.clock = clock
         self._lock = threading.Lock()
