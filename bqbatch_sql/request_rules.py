@@ -1379,11 +1379,10 @@ def duckdb_fast_valid(ops: DuckDBOps, request: exp.Expression) -> exp.Expression
                 *[one(_not_null(t(p))) for p in scalars],
             ]
             conds.append(_eq(m("pairs"), exp.paren(_sum(known_keys), copy=False)))
-            return exp.Coalesce(this=_and(*[c for i, c in enumerate(conds) if _FAST_KEEP(i, c)]), expressions=[exp.false()])
+            return exp.Coalesce(this=_and(*conds), expressions=[exp.false()])
 
         return ops.let(exp.TryCast(this=m("s"), to=exp.DataType.build("DOUBLE[]", dialect="duckdb")), with_numbers)
 
     return ops.let(ops.struct(**members), test)
 
 
-_FAST_KEEP = lambda i, c: True  # noqa: E731

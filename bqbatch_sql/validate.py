@@ -177,6 +177,11 @@ def validate_relation(
     ops = rules.make_ops(dialect, request_type)
     problem = rules.problem_sql(exp.column(request_col.name, quoted=True), dialect, request_type)
 
+    keys = _key_columns(key_columns, passthrough, relation, model, path)
+    if dialect == "duckdb":
+        total, counts, samples = _duckdb_check(adapter, relation, request_col.name, keys, sample_size)
+        return ValidationReport(model, path, str(relation), total, sum(counts.values()), counts, samples, max_requests)
+
     code = ops.at(exp.column("p"), 1)
     checked = exp.select(problem.as_("p")).from_(relation.table())
     counts_q = (
@@ -195,7 +200,6 @@ def validate_relation(
 
     samples: list[Sample] = []
     if invalid and sample_size > 0:
-        keys = _key_columns(key_columns, passthrough, relation, model, path)
         key_exprs = [exp.column(k, quoted=True) for k in keys] or [
             exp.Substring(this=ops.text(exp.column(request_col.name, quoted=True)), start=exp.Literal.number(1),
                           length=exp.Literal.number(80)).as_("request")
@@ -212,6 +216,45 @@ def validate_relation(
         for row in adapter.fetchall(outer):
             samples.append(Sample(dict(zip(names, row[: len(names)])), row[-2], row[-1]))
     return ValidationReport(model, path, str(relation), total, invalid, counts, samples, max_requests)
+
+
+def _duckdb_check(adapter: Any, relation: Relation, request: str, keys: list[str], sample_size: int
+                  ) -> tuple[int, dict[str, int], list[Sample]]:
+    """One pass on DuckDB: the cheap test (`request_rules.duckdb_fast_valid`) on every row;
+    the full checks on the rows it cannot vouch for, gathered first (ORDER BY compacts
+    them: run on a handful of rows scattered through every chunk, the full checks would
+    pay their fixed cost per chunk); counts per kind and the first rows in one aggregate."""
+    ops = rules.DuckDBOps()
+    req = exp.column(request, quoted=True)
+    fast = rules.duckdb_fast_valid(ops, req)
+    full = rules._request_problem(ops, req, fast=False)
+    ordinal = exp.Window(this=exp.RowNumber()).as_("_ord")
+    if keys:
+        names = keys
+        shown = [exp.column(k, quoted=True) for k in keys]
+    else:  # no pass-through column: show the start of the request
+        names = ["request_text"]
+        shown = [exp.Substring(this=ops.text(req), start=exp.Literal.number(1), length=exp.Literal.number(80)).as_("request_text")]
+    numbered = exp.select(*shown, req.copy(), ordinal).from_(relation.table())
+    inner = exp.select(*[exp.column(n, quoted=True) for n in names], req.copy(), exp.column("_ord"))
+    gathered = inner.from_(numbered.subquery("n")).where(exp.Not(this=exp.paren(fast))).order_by("_ord")
+    checked = exp.select(*[exp.column(n, quoted=True) for n in names], exp.column("_ord"), full.as_("p")).from_(gathered.subquery("g"))
+    p = exp.column("p")
+    sample = ops.struct(**{f"k{i}": exp.column(n, quoted=True) for i, n in enumerate(names)},
+                        message=rules.message_sql(p, "duckdb"), ord=exp.column("_ord"))
+    query = (exp.select(ops.at(p, 1).as_("code"), exp.Count(this=exp.Star()).as_("n"),
+                        exp.Anonymous(this="min_by", expressions=[sample, exp.column("_ord"), exp.Literal.number(max(sample_size, 1))]))
+             .from_(checked.subquery("c")).where(rules._not_null(p)).group_by(ops.at(p, 1)))
+    total = adapter.row_count(relation)
+    counts: dict[str, int] = {}
+    found: list[tuple[int, Sample]] = []
+    for code, n, firsts in adapter.fetchall(query):
+        counts[code] = n
+        for f in firsts or []:
+            found.append((f["ord"], Sample({k: f[f"k{i}"] for i, k in enumerate(names)}, code, f["message"])))
+    counts = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    samples = [s for _, s in sorted(found, key=lambda x: x[0])][:sample_size]
+    return total, counts, samples
 
 
 def _key_columns(key_columns: list[str] | None, passthrough: list[Column], relation: Relation,
