@@ -34,10 +34,10 @@
   {%- set _ = columns.append(sql_ident(name)) -%}
 {%- endfor -%}
 {%- set _ = columns.append("`__bqbatch_text` AS `text`") -%}
-{%- set _ = columns.append("JSON_VALUE(`response`, '$.candidates[0].finishReason') AS `finish_reason`") -%}
-{%- set _ = columns.append("SAFE_CAST(JSON_VALUE(`response`, '$.usageMetadata.promptTokenCount') AS INT64) AS `prompt_tokens`") -%}
-{%- set _ = columns.append("SAFE_CAST(JSON_VALUE(`response`, '$.usageMetadata.candidatesTokenCount') AS INT64) AS `output_tokens`") -%}
-{%- set _ = columns.append("SAFE_CAST(JSON_VALUE(`response`, '$.usageMetadata.totalTokenCount') AS INT64) AS `total_tokens`") -%}
+{%- set _ = columns.append("JSON_VALUE(`__bqbatch_candidate`, '$.finishReason') AS `finish_reason`") -%}
+{%- set _ = columns.append("SAFE_CAST(JSON_VALUE(`__bqbatch_usage`, '$.promptTokenCount') AS INT64) AS `prompt_tokens`") -%}
+{%- set _ = columns.append("SAFE_CAST(JSON_VALUE(`__bqbatch_usage`, '$.candidatesTokenCount') AS INT64) AS `output_tokens`") -%}
+{%- set _ = columns.append("SAFE_CAST(JSON_VALUE(`__bqbatch_usage`, '$.totalTokenCount') AS INT64) AS `total_tokens`") -%}
 {%- set _ = columns.append("SAFE_CAST(JSON_VALUE(`__bqbatch_error`, '$.error.code') AS INT64) AS `error_code`") -%}
 {%- set _ = columns.append("COALESCE(JSON_VALUE(`__bqbatch_error`, '$.error.message'), NULLIF(`status`, '')) AS `error_message`") -%}
 {%- for column in typed -%}
@@ -53,23 +53,53 @@
   {%- set _ = columns.append(value ~ " AS " ~ sql_ident(column.name)) -%}
 {%- endfor -%}
 {#-
-  Text: most answers have one or two parts, read directly. Only longer ones go
-  through the per-row subquery: DuckDB turns that subquery into a join costing about
-  5 s per million rows, so its UNNEST gets NULL (no rows) unless a third part exists.
-  BigQuery runs both forms in the same single scan.
+  Stages, innermost first. Each JSON function parses its whole input, so the
+  response is cut once into its small pieces (candidate, usage) and the rest reads
+  those. Text: answers of up to `direct` parts (nearly all: one text part, or a
+  thought and a text) are read part by part, each next part only when it exists.
+  Longer ones go through a per-row subquery; DuckDB turns that subquery into a join
+  costing seconds per million rows, so its UNNEST gets NULL (no rows) for the others.
+  BigQuery runs either form in the same single scan.
 -#}
+{%- set direct = 4 -%}
 {%- set part = "IF(COALESCE(JSON_VALUE(`__bqbatch_parts`, '$[{i}].thought'), 'false') = 'true', NULL, JSON_VALUE(`__bqbatch_parts`, '$[{i}].text'))" -%}
-{%- set short_text = "CONCAT(COALESCE(" ~ part.replace('{i}', '0') ~ ", ''), COALESCE(" ~ part.replace('{i}', '1') ~ ", ''))" -%}
+{%- set ns = namespace(text="COALESCE(" ~ part.replace('{i}', (direct - 1) | string) ~ ", '')") -%}
+{%- for i in range(direct - 2, -1, -1) -%}
+  {%- set ns.text = "CONCAT(COALESCE(" ~ part.replace('{i}', i | string) ~ ", ''), IF(JSON_QUERY(`__bqbatch_parts`, '$[" ~ (i + 1) ~ "]') IS NULL, '', " ~ ns.text ~ "))" -%}
+{%- endfor -%}
+{%- set short_text = ns.text -%}
 {%- set long_text = "(SELECT STRING_AGG(JSON_VALUE(`__bqbatch_part`, '$.text'), '' ORDER BY `__bqbatch_pos`) FROM UNNEST(JSON_QUERY_ARRAY(`__bqbatch_long_parts`)) AS `__bqbatch_part` WITH OFFSET AS `__bqbatch_pos` WHERE COALESCE(JSON_VALUE(`__bqbatch_part`, '$.thought'), 'false') <> 'true')" -%}
-{%- set text = "NULLIF(IF(`__bqbatch_long_parts` IS NULL,\n      " ~ short_text ~ ",\n      " ~ long_text ~ "), '')" -%}
-{%- set error = "SAFE.PARSE_JSON(REGEXP_EXTRACT(`status`, " ~ sql_string('(?s)\\{.*\\}') ~ "))" -%}
-{%- set rows = "SELECT *, JSON_QUERY(`response`, '$.candidates[0].content.parts') AS `__bqbatch_parts`, IF(JSON_QUERY(`response`, '$.candidates[0].content.parts[2]') IS NULL, NULL, JSON_QUERY(`response`, '$.candidates[0].content.parts')) AS `__bqbatch_long_parts`\n    FROM " ~ relation -%}
-{%- set texts = "SELECT *,\n    " ~ text ~ " AS `__bqbatch_text`,\n    " ~ error ~ " AS `__bqbatch_error`\n  FROM (\n    " ~ rows ~ "\n  ) AS `__bqbatch_rows`" -%}
+{%- set pieces -%}
+SELECT *,
+        JSON_QUERY(`response`, '$.candidates[0]') AS `__bqbatch_candidate`,
+        JSON_QUERY(`response`, '$.usageMetadata') AS `__bqbatch_usage`,
+        SAFE.PARSE_JSON(REGEXP_EXTRACT(`status`, {{ sql_string('(?s)\\{.*\\}') }})) AS `__bqbatch_error`
+      FROM {{ relation }}
+{%- endset -%}
+{%- set parts -%}
+SELECT *,
+      JSON_QUERY(`__bqbatch_candidate`, '$.content.parts') AS `__bqbatch_parts`,
+      IF(JSON_QUERY(`__bqbatch_candidate`, '$.content.parts[{{ direct }}]') IS NULL, NULL, JSON_QUERY(`__bqbatch_candidate`, '$.content.parts')) AS `__bqbatch_long_parts`
+    FROM (
+      {{ pieces }}
+    ) AS `__bqbatch_pieces`
+{%- endset -%}
+{%- set texts -%}
+SELECT *,
+    NULLIF(IF(`__bqbatch_long_parts` IS NULL,
+      {{ short_text }},
+      {{ long_text }}), '') AS `__bqbatch_text`
+  FROM (
+    {{ parts }}
+  ) AS `__bqbatch_with_parts`
+{%- endset -%}
+{#- Only a text that starts as an object can hold the properties; the check also spares
+    DuckDB a failed parse per prose answer, which costs seconds per million rows. -#}
 SELECT
   {{ columns | join(',\n  ') }}
 {% if typed -%}
 FROM (
-  SELECT *, SAFE.PARSE_JSON(`__bqbatch_text`) AS `__bqbatch_output`
+  SELECT *, IF(REGEXP_CONTAINS(`__bqbatch_text`, {{ sql_string('^\\s*\\{') }}), SAFE.PARSE_JSON(`__bqbatch_text`), NULL) AS `__bqbatch_output`
   FROM (
   {{ texts }}
   ) AS `__bqbatch_texts`

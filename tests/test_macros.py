@@ -86,6 +86,9 @@ PREDICTIONS = [
     (5, None, "Internal error occurred."),
     (6, json.dumps({"candidates": [{"finishReason": "SAFETY"}], "usageMetadata": {"promptTokenCount": 5, "totalTokenCount": 5}}), None),
     (7, _response({"text": "plan", "thought": True}, {"text": '{"name": "Tea", "minutes": 4.5, "vegan": "yes"}'}), None),
+    # Past the parts read one by one: the general path, order kept, thoughts and non-text parts skipped.
+    (8, _response({"text": "  {\"name\": "}, {"text": "x", "thought": True}, {"functionCall": {"name": "f"}}, {"text": '"Long"'},
+                  {"text": ", \"minutes\": 1"}, {"text": "}"}), ""),
 ]
 
 SCHEMA = {
@@ -362,6 +365,7 @@ def test_view_reads_text_tokens_and_errors(render, shared_duck, table):
     assert (rows[5]["error_code"], rows[5]["error_message"]) == (None, "Internal error occurred.")
     assert (rows[6]["text"], rows[6]["finish_reason"], rows[6]["output_tokens"], rows[6]["total_tokens"]) == (None, "SAFETY", None, 5)
     assert rows[7]["text"] == '{"name": "Tea", "minutes": 4.5, "vegan": "yes"}'
+    assert rows[8]["text"] == '  {"name": "Long", "minutes": 1}'
 
 
 def test_view_types_schema_properties_and_never_fails_on_bad_json(render, shared_duck):
@@ -375,6 +379,7 @@ def test_view_types_schema_properties_and_never_fails_on_bad_json(render, shared
     for rid in (1, 2, 4, 5, 6):
         assert all(rows[rid][k] is None for k in list(rows[rid])[8:]), rid
     assert (rows[7]["name"], rows[7]["minutes"], rows[7]["vegan"]) == ("Tea", None, None)
+    assert (rows[8]["name"], rows[8]["minutes"]) == ("Long", 1)
 
 
 def test_view_column_types(render, shared_duck):
