@@ -246,7 +246,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
             body=body,
             headers={k.lower(): v for k, v in self.headers.items()},
         )
+        started = time.perf_counter()
         status, payload, headers = emulator.handle(request)
+        self.elapsed_ms = (time.perf_counter() - started) * 1000
         # bytes are a file's content (Gemini Files API downloads), sent as they are
         raw = isinstance(payload, (bytes, bytearray))
         data = b"" if payload is None else bytes(payload) if raw else json.dumps(payload).encode()
@@ -264,7 +266,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         if getattr(self.server, "emulator").log:  # noqa: B009
-            sys.stderr.write("emulator: " + (format % args) + "\n")
+            took = f" {self.elapsed_ms:.0f} ms" if hasattr(self, "elapsed_ms") else ""
+            sys.stderr.write("emulator: " + (format % args) + took + "\n")
 
 
 def run_emulator(host: str = "127.0.0.1", port: int = 9050, data_path: str | Path | None = None, *, log: bool = True) -> None:
