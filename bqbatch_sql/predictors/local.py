@@ -213,7 +213,6 @@ class LocalPredictor:
                 cursor.execute(statement)
             # One validation pass over the whole table: the shared rules are a large
             # expression that DuckDB takes ~0.5 s to plan, too much to pay per chunk.
-            # Only the failing rows are kept, so the chunks' join on it is cheap.
             with _phase(run, "validate"):
                 cursor.execute(plan.validate_all())
             using_function = settings.function is not None
@@ -525,10 +524,14 @@ class _Plan:
         return [s.sql("duckdb") for s in statements]
 
     def validate_all(self) -> str:
-        """The rows the shared rules reject, with their Vertex status, into the 'invalid' scratch table."""
+        """Every row's status (NULL when valid) from the shared rules, in table order, into the 'status' scratch table.
+
+        Stored in scan order, one row per source row, so each chunk pairs it with the
+        source by POSITIONAL JOIN: a hash join would reorder the chunk and sorting it
+        back costs ~1.2 s of CPU per million rows.
+        """
         checked = exp.select("s.rowid AS rid", f"{_STATUS_SLOT} AS v").from_(self.source.table(alias="s"))
-        query = exp.select("rid", "v").from_(checked.subquery("c")).where("v IS NOT NULL")
-        text = exp.Create(this=self._scratch("invalid").table(), kind="TABLE", expression=query, replace=True).sql("duckdb")
+        text = exp.Create(this=self._scratch("status").table(), kind="TABLE", expression=checked, replace=True).sql("duckdb")
         return text.replace(_STATUS_SLOT, _status_sql(self.request), 1)
 
     def create_scratch(self, what: str, columns: list[str]) -> str:
@@ -562,18 +565,23 @@ class _Plan:
         __bqb_v: NULL or the Vertex status text; __bqb_j: the request of valid rows
         only, so no JSON function ever sees garbage.
         """
-        request = exp.column(self.request, table="s", quoted=True)
+        request = exp.column(self.request, quoted=True)
+        chunk = "rowid >= $1 AND rowid < $2"
+        source = exp.select("*", "rowid AS __bqb_rid").from_(self.source.table()).where(chunk, dialect="duckdb")
+        status = exp.select("rid", "v").from_(self._scratch("status").table()).where(
+            chunk.replace("rowid", "rid"), dialect="duckdb")
         rows = exp.select(
-            "s.*", "s.rowid AS __bqb_rid", "i.v AS __bqb_v",
+            "s.*",
+            # Positional pairing is only right while both sides hold the same rows in
+            # the same order; a mismatch stops the job instead of mislabelling rows.
+            sql_fragment("CASE WHEN i.rid IS DISTINCT FROM s.__bqb_rid THEN ERROR(MSG) ELSE i.v END",
+                         MSG=exp.Literal.string("bqbatch local predictor: status rows out of step with the "
+                                                "request rows (was preserve_insertion_order turned off?)")).as_("__bqb_v"),
             sql_fragment("HASH(R)", R=request).as_("__bqb_h"),
-            sql_fragment("HASH(R, s.rowid)", R=request).as_("__bqb_fh"),
+            sql_fragment("HASH(R, s.__bqb_rid)", R=request).as_("__bqb_fh"),
             sql_fragment("CASE WHEN i.v IS NULL THEN R END", R=request).as_("__bqb_j"),
-        ).from_(self.source.table(alias="s")).join(
-            # The chunk's failing rows only: the join's build side stays small even when most rows fail.
-            exp.select("rid", "v").from_(self._scratch("invalid").table()).where(
-                "rid >= $1 AND rid < $2", dialect="duckdb").subquery("i"),
-            on="i.rid = s.rowid", join_type="left",
-        ).where("s.rowid >= $1 AND s.rowid < $2", dialect="duckdb")
+        ).from_(source.subquery("s"))
+        rows.append("joins", exp.Join(this=status.subquery("i"), method="POSITIONAL"))
         failed, status = failure_sql(exp.column("__bqb_fh"), failure_rate)
         return exp.select("l1.*", failed.as_("__bqb_fail")).from_(rows.subquery("l1")), status
 
@@ -637,9 +645,10 @@ class _Plan:
             status.as_("status"),
             sql_fragment("CAST($3 AS TIMESTAMP)").as_("processed_time"),
         ).from_(answered.subquery("l5"))
-        # Keep the table's row order: DuckDB's hash joins may reorder rows (measured with
-        # the templates join); sorting a chunk by rowid costs ~0.3 s per million rows.
-        select = select.order_by("__bqb_rid")
+        # Keep the table's row order: the hash joins of templates and function results
+        # may reorder a chunk (measured), so those paths sort it back by rowid.
+        if templates or function:
+            select = select.order_by("__bqb_rid")
         columns = [*self.columns, *_OUTPUT_COLUMNS]
         return exp.insert(select, self.destination.table(), columns=[exp.to_identifier(c, quoted=True) for c in columns]).sql("duckdb")
 
