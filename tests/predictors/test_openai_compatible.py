@@ -158,8 +158,8 @@ def test_the_example_project_runs_unchanged_against_a_model_server(tmp_path, fak
         "bqbatch_example:\n  target: dev\n  outputs:\n    dev:\n      type: duckdb\n      path: target/llm.duckdb\n"
         f"      predictor:\n        type: openai_compatible\n        base_url: {fake.url}/v1\n        model: fake-llm\n"
         "        flush_seconds: 0.05\n")
-    result = CliRunner().invoke(main, ["build", "--project-dir", str(root), "--profiles-dir", str(root)],
-                                catch_exceptions=False)
+    result = CliRunner().invoke(main, ["build", "--project-dir", str(root), "--profiles-dir", str(root),
+                                       "--select", "+support_replies +review_sentiment"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "0 error" in result.output
     import duckdb
