@@ -11,12 +11,16 @@ The helpers also check macro arguments at render time, so a typo in a model fail
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
+import threading
 from typing import Any, NoReturn
 
+import sqlglot
 from sqlglot import exp
+from sqlglot.dialects.dialect import Dialect
 
 from bqbatch_sql.errors import RenderError, did_you_mean
 
@@ -43,18 +47,35 @@ def raise_error(message: str) -> NoReturn:
     raise RenderError(message)
 
 
+_local = threading.local()
+
+
+def _generate(node: exp.Expression) -> str:
+    # Expression.sql() builds a new generator per call (~30 us); macros call this a few
+    # times per model, so each thread keeps one BigQuery generator and reuses it.
+    generator = getattr(_local, "generator", None)
+    if generator is None:
+        generator = _local.generator = Dialect.get_or_raise("bigquery").generator()
+    return generator.generate(node)
+
+
+@functools.lru_cache(maxsize=4096)
+def _string_literal(value: str) -> str:
+    return _generate(exp.Literal.string(value))
+
+
 def sql_string(value: Any) -> str:
     """A BigQuery string literal holding exactly `value`, escaped by sqlglot."""
     if not isinstance(value, str):
         raise RenderError(f"Expected a string constant, got {type(value).__name__} {value!r}.")
-    return exp.Literal.string(value).sql(dialect="bigquery")
+    return _string_literal(value)
 
 
 def sql_ident(name: Any) -> str:
     """A BigQuery identifier, always backquoted, so reserved words and odd names are safe."""
     if not isinstance(name, str) or not name:
         raise RenderError(f"Expected a column name, got {name!r}.")
-    return exp.to_identifier(name, quoted=True).sql(dialect="bigquery")
+    return _generate(exp.to_identifier(name, quoted=True))
 
 
 def to_json_text(value: Any, what: str = "value") -> str:
@@ -189,6 +210,40 @@ def request_labels(labels: Any) -> dict[str, str]:
     return dict(labels)
 
 
+@functools.lru_cache(maxsize=4096)
+def _not_an_expression(sql: str) -> str | None:
+    """Why `sql` is not one BigQuery expression, or None when it is (cached: models repeat prompts)."""
+    from sqlglot.errors import ParseError, TokenError
+
+    try:
+        tree = sqlglot.parse_one(sql, read="bigquery")
+    except (ParseError, TokenError) as e:
+        return str(e).splitlines()[0]
+    if isinstance(tree, exp.Alias):
+        return "it reads as a column with an alias"
+    if isinstance(tree, exp.Query) and not isinstance(tree, exp.Subquery):
+        return "a query must be in parentheses to be a value"
+    return None
+
+
+def sql_expr(value: Any, what: str) -> str:
+    """Check that a macro argument meant as SQL is one expression, and return it unchanged.
+
+    The usual slip is a constant prompt without inner quotes (prompt='Summarize this'),
+    which otherwise surfaces later as a syntax error in SQL the user never wrote.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise RenderError(f"gemini_request: {what} must be a SQL expression in a string, got {value!r}.")
+    reason = _not_an_expression(value)
+    if reason:
+        raise RenderError(
+            f"gemini_request: {what} is not a SQL expression ({reason}): {value!r}. "
+            f"{what} is SQL evaluated per row; for a constant text, quote it inside: "
+            f"{what}=\"{sql_string(value)}\"."
+        )
+    return value
+
+
 def turns(contents: Any) -> list[dict[str, Any]]:
     """Normalise contents=[('user', sql), ('model', sql)] or [{'role':..., 'text':...}] to dicts.
 
@@ -217,6 +272,9 @@ def turns(contents: Any) -> list[dict[str, Any]]:
             raise RenderError(f"gemini_request: contents[{i}] needs a text or file_uri SQL expression.")
         if turn.get("file_uri") is None and (turn.get("mime_type") or turn.get("mime_type_sql")):
             raise RenderError(f"gemini_request: contents[{i}] has a mime_type but no file_uri.")
+        for key in ("text", "file_uri", "mime_type_sql"):
+            if turn.get(key) is not None:
+                sql_expr(turn[key], f"contents[{i}].{key}")
         # Every key present: the macro tests `is not none`, and a missing key is Undefined, not None.
         out.append({key: turn.get(key) for key in sorted(allowed)})
     return out
@@ -288,6 +346,7 @@ MACRO_GLOBALS: dict[str, Any] = {
     "bqbatch_safety_settings": safety_settings,
     "bqbatch_labels": request_labels,
     "bqbatch_turns": turns,
+    "bqbatch_sql_expr": sql_expr,
     "bqbatch_check_role": check_role,
     "bqbatch_json_path": json_path,
     "bqbatch_response_schema_columns": response_schema_columns,

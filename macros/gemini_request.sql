@@ -17,8 +17,10 @@
     response_schema (dict or JSON string), safety_settings (list of dicts),
     labels (dict), generation_config (dict of any further generationConfig keys)
 
-  A NULL prompt yields {"text": null}: the row is kept and the batch marks it failed
-  with a status, rather than one bad row failing the whole run.
+  SQL-expression arguments are parsed at render time, so prompt='Summarize this'
+  (text where SQL is expected) fails here, naming the argument and the fix.
+  A NULL prompt yields {"text": null}: the query still runs, and the request check
+  names the row (or, with on_invalid='skip', the row alone gets a failed status).
 -#}
 {%- macro gemini_request(prompt=none, system_instruction=none, temperature=none, max_output_tokens=none, top_p=none, top_k=none, response_schema=none, response_mime_type=none, safety_settings=none, labels=none, contents=none, file_uri=none, mime_type=none, system_instruction_sql=none, mime_type_sql=none, candidate_count=none, seed=none, stop_sequences=none, generation_config=none) -%}
 {%- if contents is string and (prompt is not none or file_uri is not none) -%}
@@ -38,11 +40,14 @@
   {%- set turns = bqbatch_turns(contents) -%}
 {%- endif -%}
 {%- if prompt is not none or file_uri is not none -%}
+  {%- set _ = prompt is none or bqbatch_sql_expr(prompt, 'prompt') -%}
+  {%- set _ = file_uri is none or bqbatch_sql_expr(file_uri, 'file_uri') -%}
+  {%- set _ = mime_type_sql is none or bqbatch_sql_expr(mime_type_sql, 'mime_type_sql') -%}
   {%- set turns = turns + [{'role': 'user', 'text': prompt, 'file_uri': file_uri, 'mime_type': mime_type, 'mime_type_sql': mime_type_sql}] -%}
 {%- endif -%}
 {%- set fields = [] -%}
 {%- if contents is string -%}
-  {%- set _ = fields.append("'contents', " ~ contents) -%}
+  {%- set _ = fields.append("'contents', " ~ bqbatch_sql_expr(contents, 'contents')) -%}
 {%- else -%}
   {#- A file part goes before the text part, as Gemini's docs advise. -#}
   {%- set sql_turns = [] -%}
@@ -70,7 +75,7 @@
 {%- if system_instruction is not none -%}
   {%- set _ = fields.append("'systemInstruction', JSON_OBJECT('parts', JSON_ARRAY(JSON_OBJECT('text', " ~ sql_string(system_instruction) ~ ")))") -%}
 {%- elif system_instruction_sql is not none -%}
-  {%- set _ = fields.append("'systemInstruction', JSON_OBJECT('parts', JSON_ARRAY(JSON_OBJECT('text', " ~ system_instruction_sql ~ ")))") -%}
+  {%- set _ = fields.append("'systemInstruction', JSON_OBJECT('parts', JSON_ARRAY(JSON_OBJECT('text', " ~ bqbatch_sql_expr(system_instruction_sql, 'system_instruction_sql') ~ ")))") -%}
 {%- endif -%}
 {%- set config = bqbatch_generation_config(temperature=temperature, max_output_tokens=max_output_tokens, top_p=top_p, top_k=top_k, candidate_count=candidate_count, seed=seed, stop_sequences=stop_sequences, response_mime_type=response_mime_type, response_schema=response_schema, extra=generation_config) -%}
 {%- if config is not none -%}

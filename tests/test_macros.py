@@ -298,6 +298,10 @@ def test_multi_turn_pairs_then_prompt_make_alternating_turns(render, shared_duck
     assert request["systemInstruction"] == {"parts": [{"text": "You are a baker."}]}
 
 
+def test_scalar_subquery_is_a_valid_prompt(render):
+    assert "JSON_OBJECT('text', (SELECT MAX(dish) FROM recipes))" in render('{{ gemini_request(prompt="(SELECT MAX(dish) FROM recipes)") }}')
+
+
 def test_file_part_comes_before_the_text(render, shared_duck):
     call = """{{ gemini_request(prompt="'Describe it'", file_uri="uri", mime_type_sql="mime") }}"""
     rows = shared_duck.execute(transpile(f"SELECT recipe_id, {render(call)} FROM recipes ORDER BY 1", "duckdb")).fetchall()
@@ -310,6 +314,14 @@ def test_file_part_comes_before_the_text(render, shared_duck):
     ("call", "expected"),
     [
         ("gemini_request()", "nothing to send; pass prompt="),
+        ("gemini_request(prompt='Summarize this')",
+         "prompt is not a SQL expression (it reads as a column with an alias): 'Summarize this'. prompt is SQL "
+         "evaluated per row; for a constant text, quote it inside: prompt=\"'Summarize this'\"."),
+        ("gemini_request(prompt=\"What's new?\")", "prompt is not a SQL expression"),
+        ("gemini_request(prompt='SELECT body FROM t')", "a query must be in parentheses"),
+        ("gemini_request(prompt='x', system_instruction_sql='Be brief, please')", "system_instruction_sql is not a SQL expression"),
+        ("gemini_request(contents=[('user', 'Hello there friend')])", "contents[0].text is not a SQL expression"),
+        ("gemini_request(prompt=5)", "prompt must be a SQL expression in a string, got 5"),
         ("gemini_request(prompt='x', temperature='hot')", "temperature must be a number constant, got 'hot'"),
         ("gemini_request(prompt='x', temperature=true)", "temperature must be a number constant"),
         ("gemini_request(prompt='x', temperature=3)", "temperature=3 is out of range [0, 2]"),
