@@ -55,6 +55,22 @@ FUNCTION_BATCH_ROWS = 2_000
 FUNCTION_WRITE_ROWS = 20_000
 
 
+# Up to this many distinct structured-output settings are looked up from list
+# parameters (a linear search per row); more go through a join and a sort.
+MAX_LISTED_TEMPLATES = 64
+
+
+@dataclasses.dataclass
+class _Templates:
+    kind: str = "lists"  # or "table": the 'templates' scratch table
+    keys: list[str] = dataclasses.field(default_factory=list)
+    texts: list[str | None] = dataclasses.field(default_factory=list)
+    errors: list[str | None] = dataclasses.field(default_factory=list)
+
+    def params(self) -> list[list]:
+        return [self.keys, self.texts, self.errors] if self.kind == "lists" else []
+
+
 class JobCancelled(Exception):
     """Raised inside the worker when cancel() was asked for."""
 
@@ -216,15 +232,17 @@ class LocalPredictor:
             with _phase(run, "validate"):
                 cursor.execute(plan.validate_all())
             using_function = settings.function is not None
-            templates = False
+            templates: _Templates | None = None
             if using_function:
                 cursor.execute(plan.create_scratch("fn", ["rid BIGINT", "response TEXT", "error TEXT"]))
             elif plan.total:
                 with _phase(run, "templates"):
                     templates = self._load_templates(run, cursor, plan)
             statement = plan.chunk_insert(
-                model_version(spec.model_id), settings.failure_rate, templates=templates, function=using_function
+                model_version(spec.model_id), settings.failure_rate,
+                templates=templates.kind if templates else None, function=using_function,
             )
+            extra = templates.params() if templates else []
             counts = plan.written_counts()
             written = 0
             for low, high in plan.chunks(settings.chunk_rows):
@@ -236,7 +254,7 @@ class LocalPredictor:
                     if run.cancel.is_set():  # asked while the function ran: the chunk is dropped whole
                         raise JobCancelled()
                 with _phase(run, "chunks"):
-                    cursor.execute(statement, [low, high, _utcnow().replace(tzinfo=None)])
+                    cursor.execute(statement, [low, high, _utcnow().replace(tzinfo=None), *extra])
                     done, failed = cursor.execute(counts, [written]).fetchone()
                 written += done
                 with self._lock:
@@ -246,26 +264,30 @@ class LocalPredictor:
             for statement in plan.drop_scratch():
                 cursor.execute(statement)
 
-    def _load_templates(self, run: _Run, cursor: duckdb.DuckDBPyConnection, plan: "_Plan") -> bool:
-        """One emulated answer per distinct structured-output setting, in a temp table; False when no row asks.
+    def _load_templates(self, run: _Run, cursor: duckdb.DuckDBPyConnection, plan: "_Plan") -> "_Templates | None":
+        """One emulated answer per distinct structured-output setting; None when no row asks for one.
 
-        Streams the distinct settings, so even a table whose every row carries its
+        A few settings travel as list parameters of the chunk statement (looked up
+        per row, no join, table order kept); past MAX_LISTED_TEMPLATES they go to a
+        scratch table, streamed in batches, so even a table whose every row has its
         own schema costs bounded memory (and one Python call per schema).
         """
         result = self._reader(run).execute(plan.distinct_output_settings())
-        created = False
+        templates = _Templates()
         while batch := result.fetchmany(1_000):
             if run.cancel.is_set():
                 raise JobCancelled()
-            keys, texts, errors = [], [], []
             for (key,) in batch:
                 text, error = _template_for(key)
-                keys.append(key), texts.append(text), errors.append(error)
-            if not created:
-                cursor.execute(plan.create_scratch("templates", ["key TEXT", "template TEXT", "error TEXT"]))
-                created = True
-            cursor.execute(plan.insert_lists("templates", ["TEXT", "TEXT", "TEXT"]), [keys, texts, errors])
-        return created
+                templates.keys.append(key), templates.texts.append(text), templates.errors.append(error)
+            if templates.kind == "table" or len(templates.keys) > MAX_LISTED_TEMPLATES:
+                if templates.kind != "table":
+                    cursor.execute(plan.create_scratch("templates", ["key TEXT", "template TEXT", "error TEXT"]))
+                    templates.kind = "table"
+                cursor.execute(plan.insert_lists("templates", ["TEXT", "TEXT", "TEXT"]),
+                               [templates.keys, templates.texts, templates.errors])
+                templates.keys, templates.texts, templates.errors = [], [], []
+        return templates if templates.kind == "table" or templates.keys else None
 
     def _call_function(self, run: _Run, cursor: duckdb.DuckDBPyConnection, plan: "_Plan", low: int, high: int) -> None:
         """Stream one chunk's valid requests through the user's function into the results temp table."""
@@ -592,8 +614,12 @@ class _Plan:
         )
         return query.sql("duckdb")
 
-    def chunk_insert(self, version: str, failure_rate: float, *, templates: bool, function: bool) -> str:
-        """INSERT INTO destination SELECT ...: one output row per source row of the chunk."""
+    def chunk_insert(self, version: str, failure_rate: float, *, templates: str | None, function: bool) -> str:
+        """INSERT INTO destination SELECT ...: one output row per source row of the chunk.
+
+        Parameters: $1, $2 the rowid range, $3 processed_time; with templates="lists"
+        also $4, $5, $6 (see _Templates).
+        """
         rows, failure_status = self._rows(failure_rate)
         if function:
             answered = exp.select("l2.*", "f.response AS __bqb_out", "f.error AS __bqb_err").from_(
@@ -613,15 +639,23 @@ class _Plan:
                 sql_fragment("LPAD(HEX(__bqb_h >> 32), 8, '0')").as_("__bqb_tag"),
             ).from_(rows.subquery("l2"))
             default_text = default_text_sql(prompt, tag)
+            key = _settings_key(exp.column("__bqb_e", table="l3"))
+            if templates == "lists":
+                # $4, $5, $6: the settings' keys, candidate texts and error statuses.
+                looked_up = exp.select("l3.*", sql_fragment("LIST_POSITION(CAST($4 AS TEXT[]), K)", K=key).as_("__bqb_ti")
+                                       ).from_(parsed.subquery("l3"))
+                template = sql_fragment("CAST($5 AS TEXT[])[__bqb_ti]")
+                error_of = sql_fragment("CAST($6 AS TEXT[])[__bqb_ti]")
+                source = looked_up.subquery("l3b")
+                joined = exp.select("l3b.*").from_(source)
+            elif templates == "table":
+                template, error_of = sql_fragment("m.template"), sql_fragment("m.error")
+                joined = exp.select("l3.*").from_(parsed.subquery("l3")).join(
+                    self._scratch("templates").table(alias="m"), on=sql_fragment("m.key = K", K=key), join_type="left")
             if templates:
-                text = sql_fragment("CASE WHEN m.template IS NOT NULL THEN REPLACE(m.template, MARK, TAG) ELSE D END",
-                                    MARK=exp.Literal.string(HASH_MARKER), TAG=tag, D=default_text)
-                answered = exp.select("l3.*", text.as_("__bqb_text"), "m.error AS __bqb_err").from_(
-                    parsed.subquery("l3")).join(
-                    self._scratch("templates").table(alias="m"),
-                    on=sql_fragment("m.key = K", K=_settings_key(exp.column("__bqb_e", table="l3"))),
-                    join_type="left",
-                )
+                text = sql_fragment("CASE WHEN T IS NOT NULL THEN REPLACE(T, MARK, TAG) ELSE D END",
+                                    T=template, MARK=exp.Literal.string(HASH_MARKER), TAG=tag, D=default_text)
+                answered = joined.select(text.as_("__bqb_text"), error_of.as_("__bqb_err"))
             else:
                 answered = exp.select("l3.*", default_text.as_("__bqb_text"), "NULL AS __bqb_err").from_(
                     parsed.subquery("l3"))
@@ -647,7 +681,7 @@ class _Plan:
         ).from_(answered.subquery("l5"))
         # Keep the table's row order: the hash joins of templates and function results
         # may reorder a chunk (measured), so those paths sort it back by rowid.
-        if templates or function:
+        if templates == "table" or function:
             select = select.order_by("__bqb_rid")
         columns = [*self.columns, *_OUTPUT_COLUMNS]
         return exp.insert(select, self.destination.table(), columns=[exp.to_identifier(c, quoted=True) for c in columns]).sql("duckdb")

@@ -284,6 +284,24 @@ def test_schema_strings_vary_per_row_but_structure_and_enums_do_not(mixed):
     assert all(check(v, SCHEMAS["enum_nested"]) == [] for v in values)
 
 
+def test_many_distinct_schemas_take_the_table_path_and_keep_order(adapter):
+    from bqbatch_sql.predictors.local import MAX_LISTED_TEMPLATES
+
+    count = MAX_LISTED_TEMPLATES + 6
+    schemas = [{"type": "OBJECT", "properties": {"label": {"type": "STRING", "enum": [f"label-{i}"]},
+                                                 "note": {"type": "STRING"}}, "required": ["label"]}
+               for i in range(count)]
+    load(adapter, [(i, req(f"row {i}", **structured(schema))) for i, schema in enumerate(schemas)] + [(count, SEED_BAD_REQUEST)])
+    job = run(adapter)
+    assert (job.succeeded, job.failed) == (count, 1)
+    cur = adapter.connection.cursor()
+    rows = cur.execute("SELECT id, response FROM out").fetchall()
+    assert [r[0] for r in rows] == list(range(count + 1))
+    for (i, response), schema in zip(rows, schemas):
+        value = json.loads(json.loads(response)["candidates"][0]["content"]["parts"][0]["text"])
+        assert value["label"] == f"label-{i}" and check(value, schema) == []
+
+
 # -- the job ----------------------------------------------------------------------------------
 
 
