@@ -23,6 +23,7 @@ from sqlglot.errors import ParseError, TokenError
 from bqbatch_sql.compile import parse_statement, transpile
 from bqbatch_sql.emulator import bq_types
 from bqbatch_sql.emulator.api_errors import ApiError, bad_request, conflict, invalid_query, not_found
+from bqbatch_sql.emulator.bq_rewrite import bind_parameters, float_literals, name_anonymous_columns, name_positional
 from bqbatch_sql.emulator.storage import Catalog, TableRef, sql_table
 from bqbatch_sql.errors import CompileError
 
@@ -61,7 +62,7 @@ class QueryEngine:
         self.catalog = catalog
 
     def run(self, request: QueryRequest) -> QueryOutcome:
-        sql, request.parameters = _name_positional(request.sql, request.parameters)
+        sql, request.parameters = name_positional(request.sql, request.parameters)
         statements = parse_sql(sql)
         outcome = QueryOutcome("SELECT")
         with self.catalog.lock:
@@ -74,7 +75,7 @@ class QueryEngine:
 
     def dry_run(self, request: QueryRequest) -> QueryOutcome:
         """Check a query as BigQuery's dryRun does: names resolve, SQL transpiles, a SELECT's schema; nothing runs."""
-        sql, request.parameters = _name_positional(request.sql, request.parameters)
+        sql, request.parameters = name_positional(request.sql, request.parameters)
         statements = parse_sql(sql)
         outcome = QueryOutcome("SCRIPT" if len(statements) > 1 else "SELECT")
         with self.catalog.lock:
@@ -84,10 +85,10 @@ class QueryEngine:
                     continue
                 one = QueryOutcome(_statement_type(tree))
                 self._rewrite_tables(tree, request, one)
-                params = _bind_parameters(tree, request.parameters)
-                _float_literals(tree)
+                params = bind_parameters(tree, request.parameters)
+                float_literals(tree)
                 if isinstance(tree, exp.Query):
-                    _name_anonymous_columns(tree)
+                    name_anonymous_columns(tree)
                     # DESCRIBE plans the query (names, types, functions) without running it.
                     described = self._execute(exp.Describe(this=tree), params)
                     one.fields = [bq_types.duckdb_to_field(row[0], row[1]) for row in described]
@@ -127,8 +128,8 @@ class QueryEngine:
         # tables.get shows a view's SQL as the user wrote it, before the rewrite.
         view_sql = tree.expression.sql(dialect="bigquery") if isinstance(tree, exp.Create) and tree.kind == "VIEW" and tree.expression else None
         target = self._rewrite_tables(tree, request, outcome)
-        params = _bind_parameters(tree, request.parameters)
-        _float_literals(tree)
+        params = bind_parameters(tree, request.parameters)
+        float_literals(tree)
 
         if isinstance(tree, exp.Query):
             return self._select(tree, request, params, outcome, last)
@@ -153,7 +154,7 @@ class QueryEngine:
         return outcome
 
     def _select(self, tree: exp.Query, request: QueryRequest, params: dict, outcome: QueryOutcome, last: bool) -> QueryOutcome:
-        _name_anonymous_columns(tree)
+        name_anonymous_columns(tree)
         dest = request.destination if last and request.destination else request.result_ref
         statement: exp.Expression
         kind = self.catalog.table_kind(dest)
@@ -367,87 +368,6 @@ def _option(tree: exp.Expression, name: str) -> str | None:
         if isinstance(prop, exp.Property) and prop.name.lower() == name and isinstance(prop.args.get("value"), exp.Literal):
             return prop.args["value"].name
     return None
-
-
-def _name_anonymous_columns(tree: exp.Query) -> None:
-    """BigQuery names unnamed result columns f0_, f1_, ... (DuckDB would use the expression text)."""
-    select = tree
-    while isinstance(select, exp.SetOperation):
-        select = select.this
-    if not isinstance(select, exp.Select):
-        return
-    n = 0
-    new = []
-    for projection in select.expressions:
-        if isinstance(projection, (exp.Alias, exp.Column, exp.Star, exp.Dot)) or projection.find(exp.Star):
-            new.append(projection)
-            continue
-        new.append(exp.alias_(projection, f"f{n}_", quoted=True))
-        n += 1
-    select.set("expressions", new)
-
-
-_POSITIONAL = "__bqemu_pos_"
-
-
-def _name_positional(sql: str, parameters: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
-    """Give each `?` the name of its parameter, in the order the `?` appear in the text.
-
-    The tree cannot tell that order (a WITH clause is stored after the SELECT it
-    precedes), the tokens can. Only placeholder tokens are rewritten, into named
-    parameters; values stay bound parameters.
-    """
-    positional = [p for p in parameters if not p.get("name")]
-    if not positional:
-        return sql, parameters
-    from sqlglot.dialects.bigquery import BigQuery
-    from sqlglot.errors import TokenError
-    from sqlglot.tokens import TokenType
-
-    try:
-        spots = [t for t in BigQuery().tokenize(sql) if t.token_type == TokenType.PLACEHOLDER]
-    except TokenError:
-        return sql, parameters  # the parser will report the syntax error with its location
-    if len(spots) != len(positional):
-        raise invalid_query(f"The query has {len(spots)} positional parameters (?) but {len(positional)} values were given.")
-    pieces, cursor = [], 0
-    for i, token in enumerate(spots):
-        pieces += [sql[cursor:token.start], f"@{_POSITIONAL}{i}"]
-        cursor = token.end + 1
-    pieces.append(sql[cursor:])
-    named = [p for p in parameters if p.get("name")] + [{**p, "name": f"{_POSITIONAL}{i}"} for i, p in enumerate(positional)]
-    return "".join(pieces), named
-
-
-def _bind_parameters(tree: exp.Expression, parameters: list[dict[str, Any]]) -> dict[str, Any]:
-    """Replace @name by CAST($name AS type); return the values DuckDB binds."""
-    named = {p["name"].lower(): p for p in parameters if p.get("name")}
-    values: dict[str, Any] = {}
-    for node in [n for n in tree.walk(bfs=False) if isinstance(n, (exp.Parameter, exp.Placeholder))]:
-        if isinstance(node, exp.Placeholder):
-            raise invalid_query("Positional parameters (?) need values: pass them as query_parameters.")
-        if isinstance(node.this, exp.Parameter):
-            raise invalid_query(f"System variable @@{node.this.name} is not supported by the emulator.")
-        name = node.name
-        param = named.get(name.lower())
-        if param is None:
-            raise invalid_query(f"Query parameter '{name}' not found")
-        key = f"n_{name.lower()}"
-        try:
-            dtype = bq_types.parameter_type_to_duckdb(param.get("parameterType") or {})
-            values[key] = bq_types.parameter_value(param.get("parameterType") or {}, param.get("parameterValue"))
-        except (bq_types.TypeMappingError, ValueError, KeyError) as e:
-            raise invalid_query(f"Invalid query parameter {param.get('name') or key}: {e}") from None
-        node.replace(exp.Cast(this=exp.Placeholder(this=key), to=dtype))
-    return values
-
-
-def _float_literals(tree: exp.Expression) -> None:
-    """2.5 is FLOAT64 in BigQuery but DECIMAL in DuckDB: say DOUBLE, or 1/3-style maths and schemas differ."""
-    for literal in list(tree.find_all(exp.Literal)):
-        if not literal.is_string and "." in literal.this and "e" not in literal.this.lower():
-            if not isinstance(literal.parent, (exp.DataTypeParam, exp.Cast)):
-                literal.replace(exp.Cast(this=literal.copy(), to=exp.DataType.build("DOUBLE", dialect="duckdb")))
 
 
 def _first_line(text: str) -> str:

@@ -266,6 +266,19 @@ class Catalog:
                 if meta is None or meta.kind != kind:
                     self.record_table(TableRef(project, dataset, name), kind=kind)
 
+    def discover(self, ref: TableRef) -> str | None:
+        """Record one table written outside the catalog (a batch job's output); its kind, or None if absent."""
+        with self.lock:
+            rows = self.conn.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+                "AND schema_name = ? AND lower(table_name) = lower(?)",
+                [schema_name(ref.project, ref.dataset), ref.table],
+            ).fetchall()
+            if not rows:
+                return None
+            self.record_table(TableRef(ref.project, ref.dataset, rows[0][0]), kind="TABLE")
+            return "TABLE"
+
     def duckdb_columns(self, ref: TableRef) -> list[tuple[str, str]]:
         return [(name, dtype) for name, dtype, _ in self._describe(ref)]
 
