@@ -23,6 +23,7 @@ from jinja2 import StrictUndefined
 from bqbatch_sql.errors import RenderError, did_you_mean
 from bqbatch_sql.macro_helpers import MACRO_GLOBALS
 from bqbatch_sql.nodes import Model, Relation
+from bqbatch_sql.static_render import StaticTemplate, compile_static, render_static
 
 
 @dataclass
@@ -59,6 +60,10 @@ class _Frame:
     record: ParseRecord | None  # set in the parse pass
     resolve_ref: Callable[[str], Relation] | None = None
     resolve_source: Callable[[str, str], Relation] | None = None
+    line: int | None = None  # the expression being evaluated by the static fast path
+
+    def at_line(self, line: int) -> None:
+        self.line = line
 
 
 _current: ContextVar[_Frame | None] = ContextVar("bqbatch_render_frame", default=None)
@@ -126,7 +131,8 @@ def _template_line(path: str) -> int | None:
             if debug is not None:
                 return debug.get_corresponding_lineno(frame.f_lineno)
         frame = frame.f_back
-    return None
+    current = _current.get()
+    return current.line if current is not None and current.path == path else None
 
 
 class Renderer:
@@ -150,6 +156,7 @@ class Renderer:
             this=_ThisProxy(), target=target.as_dict(), is_incremental=lambda: False,
             exceptions={"raise_compiler_error": self._raise},
         )
+        self._static: dict[str, StaticTemplate | None] = {}  # template text -> its static form
         self.macros: dict[str, str] = {}  # macro name -> file that defines it
         for path in macro_files:
             self._load_macro_file(path)
@@ -257,6 +264,12 @@ class Renderer:
         return self._render(name, text, _Frame(label, name, this, None, resolve_ref, resolve_source), extra)
 
     def _render(self, name: str, text: str, frame: _Frame, extra: dict[str, Any] | None = None) -> str:
+        if extra is None:
+            if text not in self._static:
+                self._static[text] = compile_static(text, self.env.globals)
+            static = self._static[text]
+            if static is not None:
+                return self._render_static(name, static, frame)
         self._sources.setdefault(name, text)
         if self._sources[name] != text:
             self._sources[name] = text
@@ -280,6 +293,19 @@ class Renderer:
         except Exception as e:
             line, where = _error_location(e, name, self._sources)
             raise RenderError(f"{frame.label}{where}{_at(line)}: {type(e).__name__}: {e}") from e
+        finally:
+            _current.reset(token)
+
+
+    def _render_static(self, name: str, static: StaticTemplate, frame: _Frame) -> str:
+        token = _current.set(frame)
+        try:
+            return render_static(static, self.env.globals, frame.at_line)
+        except RenderError:
+            raise
+        except Exception as e:  # e.g. a macro called with an argument it does not take
+            line, where = _error_location(e, name, self._sources)
+            raise RenderError(f"{frame.label}{where}{_at(line or frame.line)}: {type(e).__name__}: {e}") from e
         finally:
             _current.reset(token)
 

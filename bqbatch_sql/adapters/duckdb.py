@@ -48,6 +48,7 @@ class DuckDBAdapter:
             raise WarehouseError(f"Cannot open the DuckDB database '{database}': {e}") from e
         if threads:
             self.connection.execute(f"SET threads = {int(threads)}")
+        _apply_bigquery_semantics(self.connection)
         self.database = database
         self.schema = schema
         self._local = threading.local()
@@ -59,6 +60,7 @@ class DuckDBAdapter:
         """Wrap an existing connection (the emulator keeps its own database)."""
         self = cls.__new__(cls)
         self.connection = connection
+        _apply_bigquery_semantics(connection)
         self.database = ":connection:"
         self.schema = schema
         self._local = threading.local()
@@ -169,6 +171,13 @@ class DuckDBAdapter:
 
     def close(self) -> None:
         self.connection.close()
+
+
+def _apply_bigquery_semantics(connection: duckdb.DuckDBPyConnection) -> None:
+    """UTC and error-on-division-by-zero, as BigQuery: transpiled models assume them."""
+    from bqbatch_sql.compile import apply_duckdb_settings
+
+    apply_duckdb_settings(connection)
 
 
 def _shorten(text: str, limit: int = 600) -> str:
