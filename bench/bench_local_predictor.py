@@ -1,7 +1,7 @@
 """Benchmark: 1M request rows through build, local predictor, output table and parsed columns.
 
     /work/venv/bin/python bench/bench_local_predictor.py [--rows 1000000] [--chunk-rows 100000]
-        [--invalid 0.01] [--schema] [--failure-rate 0.0] [--db PATH]
+        [--invalid 0.01] [--schema] [--failure-rate 0.0] [--assume-valid] [--db PATH]
 
 Prints, next to the DuckDB floor measured in the same process (plain DuckDB building
 the request JSONs; plain DuckDB extracting the responses into columns): the time of
@@ -90,6 +90,8 @@ def main() -> None:
     parser.add_argument("--invalid", type=float, default=0.01, help="fraction of rows with role 'tester'")
     parser.add_argument("--schema", action="store_true", help="every request asks for a responseSchema")
     parser.add_argument("--failure-rate", type=float, default=0.0)
+    parser.add_argument("--assume-valid", action="store_true",
+                        help="as the runner submits after its own pre-flight validation")
     parser.add_argument("--db", type=Path, default=None, help="DuckDB file (default: a temp dir)")
     args = parser.parse_args()
 
@@ -118,7 +120,8 @@ def main() -> None:
     watcher.start()
     start, cpu = time.perf_counter(), time.process_time()
     job = predictor.submit(BatchJobSpec("gemini-2.5-flash", adapter.relation("recipes__requests"),
-                                        adapter.relation("recipes"), "bench"))
+                                        adapter.relation("recipes"), "bench",
+                                        options={"assume_valid": args.assume_valid}))
     while True:
         job = predictor.get(job.name)
         samples.append((time.perf_counter() - start, job.state.short, job.succeeded + job.failed, rss_mib()))
@@ -140,7 +143,7 @@ def main() -> None:
     run = t["bqbatch: build request table"] + t["bqbatch: local predictor"] + t["bqbatch: parsed columns"]
 
     print(f"rows {args.rows:,}  chunk_rows {args.chunk_rows:,}  invalid {args.invalid:g}  schema {args.schema}  "
-          f"failure_rate {args.failure_rate:g}  cpus {os.cpu_count()}  load {os.getloadavg()[0]:.2f}")
+          f"failure_rate {args.failure_rate:g}  assume_valid {args.assume_valid}  cpus {os.cpu_count()}  load {os.getloadavg()[0]:.2f}")
     for label, seconds in t.items():
         print(f"  {label:32s} {seconds:7.2f} s wall {CPU[label]:7.2f} s CPU")
     for phase, seconds in phases.items():

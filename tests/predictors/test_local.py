@@ -376,6 +376,16 @@ def test_missing_source_fails_and_unknown_job_is_reported(adapter):
         LocalPredictor(adapter).get("projects/local/locations/local/batchPredictionJobs/1")
 
 
+def test_assume_valid_skips_the_rules_but_not_garbage(adapter):
+    load(adapter, [(1, req("fine")), (2, None), (3, "not json"), (4, SEED_BAD_REQUEST)])
+    job = run(adapter, assume_valid=True)
+    fine, null, garbage, tester = output(adapter)
+    assert (job.succeeded, job.failed) == (2, 2)
+    assert null["status"].startswith("Bad Request: ") and garbage["status"].startswith("Bad Request: ")
+    assert text_of(fine).startswith(EMULATED_TAG)
+    assert tester["status"] == ""  # trusted: the caller's own pre-flight check would have caught it
+
+
 # -- failure_rate ------------------------------------------------------------------------------
 
 
