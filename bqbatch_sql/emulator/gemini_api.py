@@ -60,6 +60,8 @@ class GeminiApi:
         # "RESULTS_GONE" (succeeds, but its result file is deleted at once, as 48 hours would); None: normally.
         self.outcomes: deque[str | None] = deque()
         self.calls: list[str] = []  # "METHOD path" of every call, for tests
+        self.running = threading.Event()  # cleared: batches stay PENDING until it is set again (tests)
+        self.running.set()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
 
@@ -250,6 +252,7 @@ class GeminiApi:
 
     def _run_batch(self, batch_id: str, model: str, lines: bytes | None, inline: list | None, outcome: str | None) -> None:
         time.sleep(self.pending_seconds)
+        self.running.wait()
         if not self._set(batch_id, state="BATCH_STATE_RUNNING"):
             return
         if outcome and outcome != "RESULTS_GONE":

@@ -35,6 +35,8 @@ import orjson
 from bqbatch_sql.errors import BqbatchError, JobNotFoundError, PredictorError
 from bqbatch_sql.predictors.base import BatchJob, BatchJobSpec, JobState, TERMINAL_STATES
 from bqbatch_sql.predictors.online import read_api_key
+from bqbatch_sql.predictors import gemini_batch_state as state_log
+from bqbatch_sql.predictors.gemini_batch_state import Shard
 from bqbatch_sql.predictors.progress import ProgressStore, RowResult
 from bqbatch_sql.predictors.streaming import CallError, spec_fingerprint
 
@@ -44,21 +46,12 @@ _RETENTION_HINT = "the Files API keeps files for 48 hours"
 
 
 @dataclasses.dataclass
-class _Shard:
-    index: int
-    rows: int
-    file_name: str | None = None  # the uploaded input file
-    batch_name: str | None = None
-    state: str = JobState.PENDING.value
-    loaded: bool = False
-
-
-@dataclasses.dataclass
 class _Run:
     job: BatchJob
     spec: BatchJobSpec
+    job_id: str = ""
     cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
-    shards: list[_Shard] = dataclasses.field(default_factory=list)
+    shards: list[Shard] = dataclasses.field(default_factory=list)
     thread: threading.Thread | None = None
 
 
@@ -114,9 +107,10 @@ class GeminiBatchPredictor:
 
     def submit(self, spec: BatchJobSpec) -> BatchJob:
         self.client()  # a missing API key fails here, before any work
-        job = BatchJob(name=f"{self.name}/{uuid.uuid4().hex[:16]}", state=JobState.PENDING,
+        job_id = uuid.uuid4().hex[:16]
+        job = BatchJob(name=state_log.job_name(job_id, spec.destination), state=JobState.PENDING,
                        create_time=datetime.now(timezone.utc))
-        run = _Run(job=job, spec=spec)
+        run = _Run(job=job, spec=spec, job_id=job_id)
         run.thread = threading.Thread(target=self._work, args=(run,), name=f"bqbatch-{job.name}", daemon=True)
         with self._lock:
             self._runs[job.name] = run
@@ -125,14 +119,45 @@ class GeminiBatchPredictor:
         return snapshot
 
     def get(self, job_name: str) -> BatchJob:
+        """The job's state; a job submitted by another process is re-attached from the warehouse's log."""
         with self._lock:
             run = self._runs.get(job_name)
-            if run is None:
-                raise JobNotFoundError(
-                    f"The gemini_batch predictor knows no job '{job_name}' in this process. Run the model again: "
-                    f"answers already loaded are kept and only the rest is submitted."
-                )
-            return dataclasses.replace(run.job)
+            if run is not None:
+                return dataclasses.replace(run.job)
+        return self._reattach(job_name)
+
+    def detach(self, job_name: str) -> None:
+        """Stop following the job in this process and leave its batches running (as a crash would)."""
+        with self._lock:
+            run = self._runs.pop(job_name, None)
+        if run is not None:
+            run.cancel.set()
+            if run.thread is not None:
+                run.thread.join()
+
+    def _reattach(self, job_name: str) -> BatchJob:
+        parsed = state_log.parse_job_name(job_name)
+        found = None
+        if parsed is not None:
+            job_id, destination = parsed
+            found = state_log.read_job(ProgressStore.open(self.adapter, None, destination, ""), job_id)
+        if found is None:
+            raise JobNotFoundError(
+                f"The gemini_batch predictor finds no job '{job_name}' (no batches recorded for it). Run the model "
+                f"again: answers already loaded are kept and only the rest is submitted."
+            )
+        model, source, shards = found
+        spec = BatchJobSpec(model_id=model, source=source, destination=destination, display_name=job_name)
+        job = BatchJob(name=job_name, state=JobState.RUNNING, create_time=datetime.now(timezone.utc))
+        run = _Run(job=job, spec=spec, job_id=job_id, shards=shards)
+        run.thread = threading.Thread(target=self._work, args=(run,), name=f"bqbatch-{job_id}", daemon=True)
+        with self._lock:
+            if job_name in self._runs:  # another thread re-attached first
+                return dataclasses.replace(self._runs[job_name].job)
+            self._runs[job_name] = run
+            snapshot = dataclasses.replace(job)
+        run.thread.start()
+        return snapshot
 
     def cancel(self, job_name: str) -> None:
         """Cancel the batches submitted so far; answers already loaded stay."""
@@ -168,6 +193,9 @@ class GeminiBatchPredictor:
             total, done, failed = store.prepare()
             self._update(run, state=JobState.RUNNING, start_time=datetime.now(timezone.utc), total=total,
                          succeeded=done, failed=failed)
+            store.ensure_table(state_log.log_relation(spec.destination), state_log.LOG_COLUMNS)
+            if run.shards:  # re-attached: first the batches another process submitted
+                self._collect(run, store, workdir)
             self._export(run, store, workdir)
             self._collect(run, store, workdir)
             if run.cancel.is_set():
@@ -178,6 +206,7 @@ class GeminiBatchPredictor:
                 raise PredictorError(f"{missing:,} requests got no line in the batch result files; run the model again "
                                      f"to submit them anew.")
             store.finish()
+            store.drop(state_log.log_relation(spec.destination))
             self._finish(run, JobState.SUCCEEDED)
         except _Ended as e:
             self._finish(run, e.state, str(e))
@@ -208,7 +237,7 @@ class GeminiBatchPredictor:
                 if out is not None and (size + len(line) > self.max_file_bytes
                                         or (self.max_file_rows and rows >= self.max_file_rows)):
                     out.close()
-                    self._submit_shard(run, path, rows)
+                    self._submit_shard(run, store, path, rows)
                     out = None
                 if out is None:
                     path = workdir / f"requests-{len(run.shards):04d}.jsonl"
@@ -221,13 +250,13 @@ class GeminiBatchPredictor:
         if out is not None:
             out.close()
             if not run.cancel.is_set():
-                self._submit_shard(run, path, rows)
+                self._submit_shard(run, store, path, rows)
 
-    def _submit_shard(self, run: _Run, path: Path, rows: int) -> None:
+    def _submit_shard(self, run: _Run, store: ProgressStore, path: Path, rows: int) -> None:
         from google.genai import errors
 
         client = self.client()
-        shard = _Shard(index=len(run.shards), rows=rows)
+        shard = Shard(index=len(run.shards), rows=rows)
         label = f"{run.spec.display_name}-{shard.index}"[:120]
         size = path.stat().st_size
         try:
@@ -246,6 +275,7 @@ class GeminiBatchPredictor:
             raise PredictorError(f"Gemini batch mode refused the batch over {uploaded.name} "
                                  f"({rows:,} requests): {e.message or e}.") from e
         shard.batch_name, shard.state = batch.name, _state(batch.state)
+        state_log.record_submitted(store, run.job_id, shard, run.spec.model_id, run.spec.source)
         with self._lock:
             run.shards.append(shard)
         path.unlink()
@@ -258,7 +288,7 @@ class GeminiBatchPredictor:
         """
         delay = self.poll_initial_seconds
         client = self.client()
-        ended: list[_Shard] = []
+        ended: list[Shard] = []
         while not run.cancel.is_set():
             open_shards = [s for s in run.shards if not s.loaded and s not in ended]
             for shard in open_shards:
@@ -283,7 +313,7 @@ class GeminiBatchPredictor:
                          f"batches failed. Answers of the others are kept: run the model again to submit only "
                          f"the unanswered requests.")
 
-    def _load(self, run: _Run, store: ProgressStore, shard: _Shard, batch: Any, workdir: Path) -> None:
+    def _load(self, run: _Run, store: ProgressStore, shard: Shard, batch: Any, workdir: Path) -> None:
         client = self.client()
         name = batch.dest.file_name if batch.dest is not None else None
         if not name:
@@ -307,6 +337,7 @@ class GeminiBatchPredictor:
         self._write(run, store, results)
         path.unlink()
         shard.loaded = True
+        state_log.record_loaded(store, run.job_id, shard)
         if not self.keep_files:
             for file_name in (shard.file_name, name):
                 try:

@@ -71,7 +71,8 @@ class ProgressStore:
 
     dialect: ClassVar[str]
 
-    def __init__(self, source: Relation, destination: Relation, spec: str):
+    def __init__(self, source: Relation | None, destination: Relation, spec: str):
+        # source None: a store that only reads and writes tables next to the destination
         if source == destination:
             raise PredictorError(f"Batch job input and output are the same table {source}; name another destination.")
         self.source = source
@@ -82,7 +83,7 @@ class ProgressStore:
         self.request_type = "JSON"
 
     @staticmethod
-    def open(adapter: Any, source: Relation, destination: Relation, spec: str) -> "ProgressStore":
+    def open(adapter: Any, source: Relation | None, destination: Relation, spec: str) -> "ProgressStore":
         if adapter.dialect == "duckdb":
             from bqbatch_sql.predictors.progress_io import DuckDBProgress
 
@@ -111,9 +112,32 @@ class ProgressStore:
     def _stream(self, query: exp.Expression, batch_rows: int) -> Iterator[list[tuple]]:
         raise NotImplementedError
 
-    def write(self, results: list[RowResult]) -> None:
-        """Append answers to the progress table (one statement or call per batch)."""
+    def append(self, relation: Relation, columns: tuple[tuple[str, str], ...], rows: list[tuple]) -> None:
+        """Append rows (tuples in `columns` order; BigQuery type names) in one statement or call."""
         raise NotImplementedError
+
+    def write(self, results: list[RowResult]) -> None:
+        """Append answers to the progress table."""
+        if results:
+            self.append(self.progress, PROGRESS_COLUMNS, [
+                (r.key, self.spec, r.response, r.status, r.retryable, r.processed_time) for r in results])
+
+    def ensure_table(self, relation: Relation, columns: tuple[tuple[str, str], ...]) -> None:
+        if self._columns(relation) is None:
+            schema = exp.Schema(this=relation.table(), expressions=[
+                exp.ColumnDef(this=exp.to_identifier(name, quoted=True), kind=exp.DataType.build(kind, dialect="bigquery"))
+                for name, kind in columns
+            ])
+            self._run(exp.Create(this=schema, kind="TABLE", exists=True))
+
+    def exists(self, relation: Relation) -> bool:
+        return self._columns(relation) is not None
+
+    def fetch(self, query: exp.Expression) -> list[tuple]:
+        return self._fetch(query)
+
+    def drop(self, relation: Relation) -> None:
+        self._drop(relation)
 
     def _row_hash(self, row: exp.Expression) -> exp.Expression:
         raise NotImplementedError
@@ -146,12 +170,7 @@ class ProgressStore:
         self.columns = [name for name, _ in columns]
         self.request_column, kind = by_lower["request"]
         self.request_type = "STRING" if kind.upper() == "STRING" else "JSON"
-        if self._columns(self.progress) is None:
-            schema = exp.Schema(this=self.progress.table(), expressions=[
-                exp.ColumnDef(this=exp.to_identifier(name, quoted=True), kind=exp.DataType.build(kind, dialect="bigquery"))
-                for name, kind in PROGRESS_COLUMNS
-            ])
-            self._run(exp.Create(this=schema, kind="TABLE", exists=True))
+        self.ensure_table(self.progress, PROGRESS_COLUMNS)
         total = self._fetch(exp.select(exp.Count(this=exp.Star())).from_(self.source.table()))[0][0]
         done = self._fetch(
             exp.select("COUNTIF(NOT retryable AND status = '')", "COUNTIF(NOT retryable AND status <> '')",

@@ -11,20 +11,20 @@ ever appended to and read, which streaming inserts allow at once.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timezone
+from datetime import datetime, timezone
 from typing import Any, ClassVar
 
 from sqlglot import exp
 
 from bqbatch_sql.errors import PredictorError, WarehouseError
 from bqbatch_sql.nodes import Relation
-from bqbatch_sql.predictors.progress import ProgressStore, RowResult
+from bqbatch_sql.predictors.progress import ProgressStore
 
 
 class DuckDBProgress(ProgressStore):
     dialect: ClassVar[str] = "duckdb"
 
-    def __init__(self, adapter: Any, source: Relation, destination: Relation, spec: str):
+    def __init__(self, adapter: Any, source: Relation | None, destination: Relation, spec: str):
         super().__init__(source, destination, spec)
         self.adapter = adapter
 
@@ -52,25 +52,18 @@ class DuckDBProgress(ProgressStore):
         finally:
             cursor.close()
 
-    def write(self, results: list[RowResult]) -> None:
-        if not results:
+    def append(self, relation: Relation, columns: tuple[tuple[str, str], ...], rows: list[tuple]) -> None:
+        if not rows:
             return
-        types = ["VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "BOOLEAN", "TIMESTAMP"]
+        # One INSERT per batch: each column bound as a list parameter and unnested side by side.
         select = exp.select(*[
             exp.Unnest(expressions=[exp.cast(exp.Placeholder(this=str(i + 1)),
-                                             exp.DataType.build(f"{t}[]", dialect="duckdb"))])
-            for i, t in enumerate(types)
+                                             exp.DataType.build(f"{_DUCKDB_TYPES.get(kind, kind)}[]", dialect="duckdb"))])
+            for i, (_, kind) in enumerate(columns)
         ])
-        statement = exp.insert(select, self.progress.table()).sql("duckdb")
-        params = [
-            [r.key for r in results],
-            [self.spec] * len(results),
-            [r.response for r in results],
-            [r.status for r in results],
-            [r.retryable for r in results],
-            [r.processed_time.astimezone(timezone.utc).replace(tzinfo=None) for r in results],
-        ]
-        self.adapter.execute(statement, params)
+        statement = exp.insert(select, relation.table(), columns=[exp.to_identifier(n, quoted=True) for n, _ in columns])
+        params = [[_naive_utc(row[i]) for row in rows] for i in range(len(columns))]
+        self.adapter.execute(statement.sql("duckdb"), params)
 
     def _row_hash(self, row: exp.Expression) -> exp.Expression:
         return exp.cast(exp.func("HASH", row), exp.DataType.build("VARCHAR", dialect="duckdb"))
@@ -89,7 +82,7 @@ class DuckDBProgress(ProgressStore):
 class BigQueryProgress(ProgressStore):
     dialect: ClassVar[str] = "bigquery"
 
-    def __init__(self, client: Any, source: Relation, destination: Relation, spec: str):
+    def __init__(self, client: Any, source: Relation | None, destination: Relation, spec: str):
         super().__init__(source, destination, spec)
         self.client = client
 
@@ -134,17 +127,13 @@ class BigQueryProgress(ProgressStore):
         except GoogleAPICallError as e:
             raise WarehouseError(f"BigQuery refused the query of pending requests of {self.source}: {e}") from e
 
-    def write(self, results: list[RowResult]) -> None:
-        if not results:
+    def append(self, relation: Relation, columns: tuple[tuple[str, str], ...], rows: list[tuple]) -> None:
+        if not rows:
             return
-        rows = [
-            {"key": r.key, "spec": self.spec, "response": r.response, "status": r.status, "retryable": r.retryable,
-             "processed_time": r.processed_time.astimezone(timezone.utc).isoformat()}
-            for r in results
-        ]
-        errors = self.client.insert_rows_json(self._table_id(self.progress), rows)
+        payload = [{name: _json_value(value) for (name, _), value in zip(columns, row)} for row in rows]
+        errors = self.client.insert_rows_json(self._table_id(relation), payload)
         if errors:
-            raise PredictorError(f"BigQuery refused answers written to {self.progress}: {errors[:3]}")
+            raise PredictorError(f"BigQuery refused rows written to {relation}: {errors[:3]}")
 
     def _row_hash(self, row: exp.Expression) -> exp.Expression:
         return exp.func("TO_HEX", exp.func("MD5", exp.func("TO_JSON_STRING", row, dialect="bigquery"), dialect="bigquery"),
@@ -157,6 +146,18 @@ class BigQueryProgress(ProgressStore):
 
     def _parse_json(self, text: exp.Expression) -> exp.Expression:
         return exp.func("PARSE_JSON", text, dialect="bigquery")
+
+
+_DUCKDB_TYPES = {"STRING": "VARCHAR", "INT64": "BIGINT", "BOOL": "BOOLEAN", "FLOAT64": "DOUBLE"}
+
+
+def _naive_utc(value: Any) -> Any:
+    # DuckDB TIMESTAMP columns hold UTC without a zone, as the local predictor writes them.
+    return value.astimezone(timezone.utc).replace(tzinfo=None) if isinstance(value, datetime) else value
+
+
+def _json_value(value: Any) -> Any:
+    return value.astimezone(timezone.utc).isoformat() if isinstance(value, datetime) else value
 
 
 # google-cloud-bigquery reports legacy type names.

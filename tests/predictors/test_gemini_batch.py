@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -31,8 +32,10 @@ def gemini(emu):
     api.calls.clear()
     api.outcomes.clear()
     api.pending_seconds = 0.02
+    api.running.set()
     yield api
     api.outcomes.clear()
+    api.running.set()
 
 
 @pytest.fixture
@@ -121,6 +124,30 @@ def test_a_failed_batch_keeps_the_other_answers_and_the_rerun_sends_only_the_res
     assert requests_sent(gemini, before) == 3  # only the failed file's requests went again
     rows = adapter.fetchall("SELECT id, status FROM main.out ORDER BY id")
     assert rows == [(i, "") for i in range(7)]
+
+
+def test_a_job_left_by_a_dead_process_is_taken_over_without_submitting_again(adapter, emu, gemini):
+    spec = make_requests(adapter, 6, tester=(5,))
+    gemini.running.clear()  # the batches wait in PENDING
+    first = batch_predictor(adapter, emu, max_file_rows=3)
+    job = first.submit(spec)
+    deadline = time.monotonic() + 30
+    while len(calls(gemini, ":batchGenerateContent")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    first.detach(job.name)  # the process is gone; its two batches are not
+    uploads, batches = len(calls(gemini, "POST /upload")), len(calls(gemini, ":batchGenerateContent"))
+    assert (uploads, batches) == (2, 2)
+
+    second = batch_predictor(adapter, emu)  # a new process, given the job name by the ledger
+    attached = second.get(job.name)
+    assert attached.state == JobState.RUNNING
+    gemini.running.set()
+    done = second.wait(job.name, 60)
+    assert done.state == JobState.SUCCEEDED, done.error
+    assert (done.total, done.succeeded, done.failed) == (6, 5, 1)
+    assert (len(calls(gemini, "POST /upload")), len(calls(gemini, ":batchGenerateContent"))) == (2, 2)
+    assert adapter.fetchall("SELECT COUNT(*), COUNT(response) FROM main.out")[0] == (6, 5)
+    assert not adapter.table_exists(adapter.relation("out__batches"))
 
 
 def test_a_result_file_gone_before_download_says_why(adapter, emu, gemini):
