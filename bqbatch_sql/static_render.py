@@ -14,13 +14,10 @@ the template goes to Jinja, so the fast path can never change what a model means
 from __future__ import annotations
 
 import ast
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-_EXPRESSION = re.compile(r"\{\{(.*?)\}\}", re.S)
-_COMMENT = re.compile(r"\{#.*?#\}", re.S)
 # Jinja spells these in lower case; Python accepts neither as a constant.
 _JINJA_CONSTANTS = {"none": None, "true": True, "false": False, "None": None, "True": True, "False": False}
 
@@ -34,25 +31,27 @@ class StaticTemplate:
 
 def compile_static(text: str, known_names: Mapping[str, Any]) -> StaticTemplate | None:
     """The template as static pieces, or None when it needs Jinja."""
-    if "{%" in text or "{#" in text and not _only_simple_comments(text):
+    if "{%" in text:
         return None
-    # A comment becomes as many newlines as it spans, so later line numbers stay right.
-    text = _COMMENT.sub(lambda m: "\n" * m.group(0).count("\n"), text)
     pieces: list[str | tuple[int, ast.expr]] = []
     pos = 0
-    for match in _EXPRESSION.finditer(text):
-        inner = match.group(1)
-        if inner.startswith(("-", "+")) or inner.endswith(("-", "+")):
-            return None  # whitespace control: Jinja's business
-        try:
-            node = ast.parse(inner.strip(), mode="eval").body
-        except SyntaxError:
+    while (start := _next_tag(text, pos)) != -1:
+        if text.startswith("{#", start):  # a comment renders as nothing
+            close = text.find("#}", start)
+            if close == -1 or text[start:close].startswith(("{#-", "{#+")) or text[close - 1] in "-+":
+                return None
+            pieces.append(text[pos:start])
+            pos = close + 2
+            continue
+        found = _expression_at(text, start)
+        if found is None:
             return None
+        node, end = found
         if not _supported(node, known_names):
             return None
-        pieces.append(text[pos:match.start()])
-        pieces.append((text.count("\n", 0, match.start()) + 1, node))
-        pos = match.end()
+        pieces.append(text[pos:start])
+        pieces.append((text.count("\n", 0, start) + 1, node))
+        pos = end
     rest = text[pos:]
     if "{{" in rest or "}}" in rest or "#}" in rest:
         return None  # unbalanced: let Jinja report it
@@ -60,9 +59,27 @@ def compile_static(text: str, known_names: Mapping[str, Any]) -> StaticTemplate 
     return StaticTemplate(tuple(pieces))
 
 
-def _only_simple_comments(text: str) -> bool:
-    stripped = _COMMENT.sub("", text)
-    return "{#" not in stripped and "#}" not in stripped
+def _expression_at(text: str, start: int) -> tuple[ast.expr, int] | None:
+    """The expression opened by `{{` at `start` and the index after its `}}`.
+
+    A dict literal holds `}}` of its own, so each closing candidate is tried in turn
+    until the inside parses, as Jinja's lexer balances brackets.
+    """
+    end = start + 2
+    while (close := text.find("}}", end)) != -1:
+        inner = text[start + 2:close]
+        if inner.startswith(("-", "+")) or inner.endswith(("-", "+")):
+            return None  # whitespace control: Jinja's business
+        try:
+            return ast.parse(inner.strip(), mode="eval").body, close + 2
+        except SyntaxError:
+            end = close + 1
+    return None
+
+
+def _next_tag(text: str, pos: int) -> int:
+    positions = [p for p in (text.find("{{", pos), text.find("{#", pos)) if p != -1]
+    return min(positions) if positions else -1
 
 
 def _supported(node: ast.expr, known: Mapping[str, Any]) -> bool:
