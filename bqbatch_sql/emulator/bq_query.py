@@ -23,7 +23,7 @@ from sqlglot.errors import ParseError, TokenError
 from bqbatch_sql.compile import parse_statement, transpile
 from bqbatch_sql.emulator import bq_types
 from bqbatch_sql.emulator.api_errors import ApiError, bad_request, conflict, invalid_query, not_found
-from bqbatch_sql.emulator.bq_rewrite import bind_parameters, float_literals, name_anonymous_columns, name_positional
+from bqbatch_sql.emulator.bq_rewrite import bind_parameters, name_anonymous_columns, name_positional
 from bqbatch_sql.emulator.storage import Catalog, TableRef, sql_table
 from bqbatch_sql.errors import CompileError
 
@@ -86,7 +86,6 @@ class QueryEngine:
                 one = QueryOutcome(_statement_type(tree))
                 self._rewrite_tables(tree, request, one)
                 params = bind_parameters(tree, request.parameters)
-                float_literals(tree)
                 if isinstance(tree, exp.Query):
                     name_anonymous_columns(tree)
                     # DESCRIBE plans the query (names, types, functions) without running it.
@@ -129,7 +128,6 @@ class QueryEngine:
         view_sql = tree.expression.sql(dialect="bigquery") if isinstance(tree, exp.Create) and tree.kind == "VIEW" and tree.expression else None
         target = self._rewrite_tables(tree, request, outcome)
         params = bind_parameters(tree, request.parameters)
-        float_literals(tree)
 
         if isinstance(tree, exp.Query):
             return self._select(tree, request, params, outcome, last)

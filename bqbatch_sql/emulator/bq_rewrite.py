@@ -3,8 +3,7 @@
 These keep BigQuery's meaning where the local target's transpiler has no reason to:
 query parameters become DuckDB bind parameters CAST to their declared BigQuery type
 (data values never become SQL text), `?` placeholders are named in the order of the
-text, unnamed result columns get BigQuery's names (f0_, f1_, ...), and a decimal
-literal stays FLOAT64 instead of becoming DuckDB's DECIMAL.
+text, and unnamed result columns get BigQuery's names (f0_, f1_, ...).
 """
 
 from __future__ import annotations
@@ -88,11 +87,3 @@ def bind_parameters(tree: exp.Expression, parameters: list[dict[str, Any]]) -> d
             raise invalid_query(f"Invalid query parameter {param.get('name') or key}: {e}") from None
         node.replace(exp.Cast(this=exp.Placeholder(this=key), to=dtype))
     return values
-
-
-def float_literals(tree: exp.Expression) -> None:
-    """2.5 is FLOAT64 in BigQuery but DECIMAL in DuckDB: say DOUBLE, or 1/3-style maths and schemas differ."""
-    for literal in list(tree.find_all(exp.Literal)):
-        if not literal.is_string and "." in literal.this and "e" not in literal.this.lower():
-            if not isinstance(literal.parent, (exp.DataTypeParam, exp.Cast)):
-                literal.replace(exp.Cast(this=literal.copy(), to=exp.DataType.build("DOUBLE", dialect="duckdb")))

@@ -119,8 +119,12 @@ class Catalog:
         self.conn = duckdb.connect(database)
         self.database = database
         self.lock = threading.RLock()
-        # Zone-less reads of TIMESTAMPTZ are UTC (see bq_types.readable_type).
-        self.conn.execute("SET TimeZone = 'UTC'")
+        # The settings the transpiler's rewrites assume (UTC, errors on division by
+        # zero), as on the local target; UTC also makes zone-less reads of TIMESTAMPTZ
+        # UTC (see bq_types.readable_type). GLOBAL, so batch jobs' cursors share them.
+        from bqbatch_sql.compile import apply_duckdb_settings
+
+        apply_duckdb_settings(self.conn)
         for ddl in _META_DDL:
             self.conn.execute(ddl)
         self._datasets: dict[tuple[str, str], Dataset] = {}

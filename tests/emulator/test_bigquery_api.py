@@ -280,6 +280,8 @@ def test_errors_come_back_as_the_clients_usual_exceptions(bq):
         bq.query_and_wait("select * from t")
     with pytest.raises(exceptions.BadRequest, match="nocol"):
         bq.query_and_wait("select nocol from (select 1 as a)")
+    with pytest.raises(exceptions.BadRequest, match="(?i)division by zero"):
+        bq.query_and_wait("select 1 / 0")  # BigQuery errors where DuckDB's default would say Infinity
 
 
 def test_unqualified_tables_resolve_in_the_default_dataset_and_ctes_stay_local(bq):
