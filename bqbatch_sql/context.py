@@ -98,14 +98,16 @@ class Context:
     def compile(self, select: list[str] | None = None, exclude: list[str] | None = None):
         """Compile the selected models; write target/compiled/ and target/manifest.json."""
         from bqbatch_sql.artifacts import write_compiled, write_manifest
-        from bqbatch_sql.compiled import compile_model
+        from bqbatch_sql.compiled import CheckCache, compile_model
 
         manifest = self.manifest
+        cache = CheckCache(self.project.target_dir / "cache" / "compiled.txt", self.dialect)
         compiled = {}
         for uid in self.select(select, exclude, {"model"}):
-            result = compile_model(manifest, manifest.models[uid])
+            result = compile_model(manifest, manifest.models[uid], cache)
             write_compiled(manifest, result)
             compiled[uid] = result
+        cache.save()
         write_manifest(manifest, compiled)
         return list(compiled.values())
 
