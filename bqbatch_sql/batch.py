@@ -109,7 +109,7 @@ def run_batch_prediction(runner: "Runner", compiled: CompiledModel, result: "Nod
                 invalid_held_back = True
         # Vertex writes only into a new table: the old output stays readable until the new one replaces it.
         if writes_table:
-            destination = output_check.choose_destination(adapter, output, fp, full_refresh)
+            destination = output_check.choose_destination(adapter, output, fp)
         spec = BatchJobSpec(
             model_id=cfg.model, source=source, destination=destination,
             display_name=f"bqbatch-{ctx.project.name}-{model.name}",
@@ -123,29 +123,29 @@ def run_batch_prediction(runner: "Runner", compiled: CompiledModel, result: "Nod
             result.status = "skipped"
             result.message = (f"submitted {job.name} and returned (--no-wait); `bqbatch wait -s {model.name}` "
                               f"waits for it and builds {output}")
-            result.batch = {"job_name": job.name, "state": job.state.value, "submitted": True}
+            result.batch = jobs.batch_info(job, submitted=True)
             return
 
     try:
         job = _wait(predictor, job, reporter, model.name, getattr(runner, "interrupted", None))
     except jobs.Interrupted:
         message = jobs.interrupted_message(predictor, job, model.name, getattr(options, "cancel_on_interrupt", False))
-        result.batch = {"job_name": job.name, "state": job.state.value, "interrupted": True}
+        result.batch = jobs.batch_info(job, interrupted=True)
         raise jobs.Interrupted(f"Model '{model.name}': {message}") from None
     ledger.record(model.unique_id, fp, checksum, predictor.name, job, source, destination)
     if job.state not in jobs.FINISHED_STATES:
-        result.batch = {"job_name": job.name, "state": job.state.value}
+        result.batch = jobs.batch_info(job)
         raise jobs.outcome_error(model, job, requests, output)
     if not writes_table:
         result.message = f"predictions written as JSONL under {predictor.gcs_destination} by {job.name}"
-        result.batch = {"job_name": job.name, "state": job.state.value, "rows": job.succeeded + job.failed}
+        result.batch = jobs.batch_info(job)
         return
     if invalid_held_back:
         _append_invalid(adapter, requests, destination)
     expected, actual = adapter.row_count(requests), adapter.row_count(destination)
     if expected != actual:
         differences = output_check.row_differences(adapter, requests, destination, cfg.key_columns)
-        result.batch = {"job_name": job.name, "state": job.state.value}
+        result.batch = jobs.batch_info(job)
         raise PredictorError(output_check.describe_count_mismatch(
             model.name, destination, output, job.name, expected, actual, differences))
     if destination != output:

@@ -262,7 +262,6 @@ def wait_(project_dir, profiles_dir, target, vars_, debug, select, exclude, canc
 def status(project_dir, profiles_dir, target, vars_, debug, select, exclude):
     """Show the newest batch job of each selected batch_prediction model: state, counts, age, console link."""
     from bqbatch_sql.jobs import status_rows
-    from bqbatch_sql.reporting import Reporter
 
     ctx = _context(project_dir, profiles_dir, target, vars_)
     try:
@@ -272,17 +271,11 @@ def status(project_dir, profiles_dir, target, vars_, debug, select, exclude):
     if not rows:
         click.echo("No batch_prediction model is selected.")
         return
-    from rich.table import Table
+    from bqbatch_sql.jobs import format_status
 
-    table = Table("model", "job", "state", "succeeded", "failed", "total", "age", "console", box=None,
-                  pad_edge=False)
-    for r in rows:
-        def n(value):
-            return "-" if value is None else f"{value:,}"
-
-        table.add_row(r.model, r.job.rsplit("/", 1)[-1], r.state, n(r.succeeded), n(r.failed), n(r.total), r.age,
-                      r.link or r.note or "-")
-    Reporter().console.print(table)
+    # Plain aligned columns, never wrapped or cut: ids and links are copied from here, and logs are grepped.
+    for line in format_status(rows):
+        click.echo(line)
 
 
 @main.command()

@@ -44,6 +44,13 @@ def exit_code(results: list[Any], interrupted: bool = False) -> int:
     return EXIT_OK
 
 
+def batch_info(job: BatchJob, **flags: Any) -> dict[str, Any]:
+    """run_results' `batch` entry of a job whose output was not summed in the warehouse: the job's own counts."""
+    return {"job_name": job.name, "state": job.state.value, "reused": False, "rows": job.succeeded + job.failed,
+            "succeeded": job.succeeded, "failed": job.failed, "prompt_tokens": 0, "output_tokens": 0,
+            "total_tokens": 0, **flags}
+
+
 # -- how a job's end reads -------------------------------------------------------------
 
 
@@ -140,6 +147,18 @@ def status_rows(ctx: Any, select: Any = None, exclude: Any = None) -> list[Statu
         rows.append(StatusRow(model.name, entry.job_name, state.short, ok, failed, total, _age(started),
                               link or "", note))
     return rows
+
+
+def format_status(rows: list[StatusRow]) -> list[str]:
+    """`bqbatch status` as aligned text: model, job id, state, counts, age, console link (or a note)."""
+    def n(value: int | None) -> str:
+        return "-" if value is None else f"{value:,}"
+
+    table = [("model", "job", "state", "succeeded", "failed", "total", "age", "console")]
+    table += [(r.model, r.job.rsplit("/", 1)[-1], r.state, n(r.succeeded), n(r.failed), n(r.total), r.age,
+               r.link or r.note or "-") for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
 
 
 def cancel_jobs(ctx: Any, select: Any = None, exclude: Any = None) -> list[str]:

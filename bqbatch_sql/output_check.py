@@ -4,7 +4,7 @@ Vertex AI batch prediction writes only into a table that does not exist yet. The
 output a user (or a dashboard) reads must not vanish while a new job runs for hours,
 so a job whose output table already exists writes under a fresh name of its own
 (`<model>__bqbatch_<fingerprint>`), and the result is swapped in only once it has
-passed the row check; `--full-refresh` drops the old output and writes in place.
+passed the row check (on --full-refresh too: a failed job loses no row).
 
 The row check compares, per key, how many rows the request table and the output
 hold, in the warehouse: "one row per request" is the contract, and a difference is
@@ -29,18 +29,16 @@ def staging_relation(output: Relation, fingerprint: str) -> Relation:
     return output.with_name(f"{output.name}{STAGING_MARK}{fingerprint[:12]}")
 
 
-def choose_destination(adapter, output: Relation, fingerprint: str, full_refresh: bool) -> Relation:
-    """Where the next job writes: `output` itself when it is absent (or on --full-refresh), else a fresh table.
+def choose_destination(adapter, output: Relation, fingerprint: str) -> Relation:
+    """Where the next job writes: `output` itself when it does not exist yet, else a fresh table.
 
-    A staging table left by an earlier job of the same fingerprint that failed is
-    ours alone, so it is dropped: Vertex would refuse to write into it.
+    Also on --full-refresh: a job that fails must not take the old output with it.
+    A staging table left by an earlier job of the same fingerprint is ours alone,
+    so it is dropped: Vertex would refuse to write into it.
     """
     staged = staging_relation(output, fingerprint)
     adapter.drop_relation(staged)
-    if full_refresh or not adapter.table_exists(output):
-        adapter.drop_relation(output)
-        return output
-    return staged
+    return staged if adapter.table_exists(output) else output
 
 
 def swap_in(adapter, staged: Relation, output: Relation) -> None:
