@@ -91,6 +91,6 @@ def test_a_warm_compile_still_catches_an_edited_model(make_project, cli):
     root = make_project({"models/m.sql": "select 1 as x"})
     assert cli("compile", "--project-dir", root).exit_code == 0
     assert (root / "target" / "cache" / "compiled.txt").read_text().strip()
-    (root / "models" / "m.sql").write_text("select 1 as x,, 2")
+    (root / "models" / "m.sql").write_text("select 1 as x,\n  from t where")
     result = cli("compile", "--project-dir", root)
     assert result.exit_code == 1 and "Model 'm' (models/m.sql)" in result.output
