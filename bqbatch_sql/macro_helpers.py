@@ -296,7 +296,7 @@ def json_path(*keys: str) -> str:
     return sql_string("".join(parts))
 
 
-def _schema_kind(prop: Any, name: str) -> str:
+def _schema_kind(prop: Any) -> str:
     if not isinstance(prop, dict):
         return "JSON"
     kind = prop.get("type")
@@ -333,7 +333,7 @@ def response_schema_columns(response_schema: Any, reserved: Any = ()) -> list[di
         while column.lower() in taken:
             column = f"output_{column}"
         taken.add(column.lower())
-        columns.append({"name": column, "type": _schema_kind(properties[name], name), "path": json_path(name)})
+        columns.append({"name": column, "type": _schema_kind(properties[name]), "path": json_path(name)})
     return columns
 
 
