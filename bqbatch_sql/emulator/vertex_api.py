@@ -21,10 +21,10 @@ import re
 import threading
 from typing import Any, Callable
 
-from bqbatch_sql.emulator.api_errors import RPC_CODES, ApiError, not_found
+from bqbatch_sql.emulator.api_errors import ApiError, not_found
 from bqbatch_sql.emulator.faults import Faults
 from bqbatch_sql.emulator.storage import META, Catalog
-from bqbatch_sql.emulator.vertex_job import BQ_URI, TERMINAL, Job, now, run_job
+from bqbatch_sql.emulator.vertex_job import BQ_URI, STOPPED_ERROR, TERMINAL, Job, now, run_job
 
 
 class VertexApi:
@@ -44,7 +44,7 @@ class VertexApi:
         self.predictor_options = dict(predictor_options or {})
         self.jobs: dict[str, Job] = {}
         self.lock = threading.Lock()
-        self._stopping = threading.Event()
+        self.stopping = threading.Event()
         self._ids = itertools.count(random.Random().randrange(10**17, 9 * 10**17) * 10)
         self.catalog.execute(f'CREATE TABLE IF NOT EXISTS "{META}".vertex_jobs (name VARCHAR PRIMARY KEY, resource JSON)')
         self._load()
@@ -60,8 +60,8 @@ class VertexApi:
         ]
 
     def stop(self) -> None:
-        """Cancel running jobs and wait for their threads (the emulator is shutting down)."""
-        self._stopping.set()
+        """Stop running jobs (they end FAILED, not CANCELLED: nobody cancelled them) and wait for their threads."""
+        self.stopping.set()
         with self.lock:
             jobs = list(self.jobs.values())
         for job in jobs:
@@ -189,10 +189,7 @@ class VertexApi:
             location = name.split("/")[3]
             job = Job(resource, location, None)
             if resource["state"] not in TERMINAL:
-                resource.update({"state": "JOB_STATE_FAILED", "endTime": now(), "error": {
-                    "code": RPC_CODES["ABORTED"],
-                    "message": "The emulator stopped while this job ran; submit it again.",
-                }})
+                resource.update({"state": "JOB_STATE_FAILED", "endTime": now(), "error": STOPPED_ERROR})
                 self._save(job)
             self.jobs[name] = job
 

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 TERMINAL = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_PARTIALLY_SUCCEEDED", "JOB_STATE_EXPIRED"}
 # Column types Vertex refuses for pass-through columns of the input table (BigQuery spelling).
 _REFUSED_TYPES = {"RECORD": "STRUCT", "DATETIME": "DATETIME", "GEOGRAPHY": "GEOGRAPHY", "RANGE": "RANGE"}
+# What a job still running when the emulator stops (or was running when it restarts) ends with.
+STOPPED_ERROR = {"code": RPC_CODES["ABORTED"], "message": "The emulator stopped while this job ran; submit it again."}
 BQ_URI = re.compile(r"^bq://([^.]+)\.([A-Za-z0-9_]+)(?:\.([^.]+))?$")
 
 
@@ -58,16 +60,18 @@ class Job:
 
 def run_job(api: "VertexApi", job: Job) -> None:
     try:
-        if not _wait_for_capacity(api, job):
-            api.finish(job, "JOB_STATE_CANCELLED")
-            return
-        with api.lock:
-            api.set_fields(job, state="JOB_STATE_RUNNING", startTime=now())
-        if job.fault is not None and job.fault.outcome == "FAILED":
-            raise JobFailure("INTERNAL", job.fault.message)
-        source, destination = _check(api, job)
-        state = _predict(api, job, source, destination)
-        api.finish(job, state)
+        state = "JOB_STATE_CANCELLED"
+        if _wait_for_capacity(api, job):
+            with api.lock:
+                api.set_fields(job, state="JOB_STATE_RUNNING", startTime=now())
+            if job.fault is not None and job.fault.outcome == "FAILED":
+                raise JobFailure("INTERNAL", job.fault.message)
+            source, destination = _check(api, job)
+            state = _predict(api, job, source, destination)
+        if state == "JOB_STATE_CANCELLED" and api.stopping.is_set():
+            api.finish(job, "JOB_STATE_FAILED", STOPPED_ERROR)
+        else:
+            api.finish(job, state)
     except JobFailure as failure:
         api.finish(job, "JOB_STATE_FAILED", {"code": failure.code, "message": failure.message})
     except Exception as e:  # a bug of ours still ends the job, with its cause shown

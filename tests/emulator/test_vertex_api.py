@@ -197,3 +197,20 @@ def test_cloud_storage_sources_are_refused_clearly(genai):
     with pytest.raises(genai_errors.ClientError, match="Cloud Storage"):
         genai.batches.create(model="gemini-2.5-flash", src="gs://bucket/input.jsonl",
                              config=types.CreateBatchJobConfig(dest="gs://bucket/out/"))
+
+
+def test_data_path_keeps_job_history_and_fails_jobs_the_stop_interrupted(tmp_path, make_bq, make_genai):
+    from bqbatch_sql.emulator import Emulator
+
+    path = tmp_path / "emu.duckdb"
+    with Emulator(data_path=path, vertex_options={"pending_seconds": 0.05}) as emu:
+        genai = make_genai(emu.url)
+        finished, _ = wait(genai, create(genai, "bq://emu-project.nowhere.t", "bq://emu-project.nowhere.o").name)
+        emu.faults.hold_pending()
+        interrupted = create(genai, "bq://emu-project.nowhere.t", "bq://emu-project.nowhere.o2")
+    with Emulator(data_path=path) as emu:
+        genai = make_genai(emu.url)
+        assert genai.batches.get(name=finished.name).error.message == finished.error.message
+        again = genai.batches.get(name=interrupted.name)
+        assert again.state == types.JobState.JOB_STATE_FAILED
+        assert "emulator stopped while this job ran" in again.error.message
