@@ -228,7 +228,20 @@ def json_object_key_order(node: exp.JSONObject, ctx: Ctx) -> exp.Expression | No
     return None
 
 
+def json_keys(node: exp.JSONKeysAtDepth, ctx: Ctx) -> exp.Expression | None:
+    # BigQuery JSON_KEYS(json, 1) lists the top-level keys, as DuckDB's json_keys does;
+    # sqlglot emits a function DuckDB does not have. Deeper (or unbounded) depths list
+    # dotted paths of nested keys, which DuckDB has no one function for.
+    depth = node.expression
+    if depth is not None and isinstance(depth, exp.Literal) and not depth.is_string and depth.this == "1":
+        return fn("list_sort", fn("json_keys", _as_json(node.this)))  # BigQuery sorts JSON keys
+    ctx.reject(node, "JSON_KEYS without a depth of 1",
+               "pass the depth: JSON_KEYS(json_expr, 1) for the top-level keys.")
+    return None
+
+
 JSON_RULES = [
+    ((exp.JSONKeysAtDepth,), json_keys),
     ((exp.Bracket,), subscript),
     ((exp.ParseJSON,), json_literal_path),
     ((exp.JSONType,), json_type),
