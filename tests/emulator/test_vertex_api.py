@@ -214,3 +214,19 @@ def test_data_path_keeps_job_history_and_fails_jobs_the_stop_interrupted(tmp_pat
         again = genai.batches.get(name=interrupted.name)
         assert again.state == types.JobState.JOB_STATE_FAILED
         assert "emulator stopped while this job ran" in again.error.message
+
+
+def test_running_job_cancels_through_cancelling(bq, dataset, genai):
+    make_requests(bq, "analytics.requests", rows=50)
+    job = create(genai, "bq://emu-project.analytics.requests", "bq://emu-project.analytics.out")
+    deadline = time.monotonic() + 30
+    while genai.batches.get(name=job.name).state != types.JobState.JOB_STATE_RUNNING:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    started = time.monotonic()
+    genai.batches.cancel(name=job.name)
+    assert genai.batches.get(name=job.name).state in (types.JobState.JOB_STATE_CANCELLING, types.JobState.JOB_STATE_CANCELLED)
+    job, seen = wait(genai, job.name)
+    assert job.state == types.JobState.JOB_STATE_CANCELLED, seen
+    assert time.monotonic() - started < 5  # the predictor's statement is interrupted, not waited for
+    assert job.end_time is not None
