@@ -251,18 +251,23 @@ class BigQueryJobs:
         job = self._run_query_job(ref, {"query": query_config})
         if job["error"] is not None:
             raise job["error"]
-
-        class _Args:  # jobs.query carries paging and format options in its body
-            def flag(self, name):
-                return self.arg(name) == "true"
-
-            def arg(self, name, default=None):
-                if name == "formatOptions.useInt64Timestamp":
-                    return "true" if (body.get("formatOptions") or {}).get("useInt64Timestamp") else "false"
-                value = body.get(name)
-                return default if value is None else str(value)
-
-        result = self._results_body(job, _Args())
+        result = self._results_body(job, _BodyArgs(body))
         result["kind"] = "bigquery#queryResponse"
         result["queryId"] = ref["jobId"]
         return result
+
+
+class _BodyArgs:
+    """jobs.query carries in its body what getQueryResults takes as URL parameters (paging, formats)."""
+
+    def __init__(self, body: dict[str, Any]):
+        self.body = body
+
+    def arg(self, name: str, default: str | None = None) -> str | None:
+        value = self.body.get(name)
+        return default if value is None else str(value)
+
+    def flag(self, name: str) -> bool:
+        if name == "formatOptions.useInt64Timestamp":
+            return bool((self.body.get("formatOptions") or {}).get("useInt64Timestamp"))
+        return str(self.body.get(name)).lower() == "true"

@@ -116,8 +116,11 @@ class QueryEngine:
     # -- one statement ------------------------------------------------------------
 
     def _run_one(self, tree: exp.Expression, request: QueryRequest, last: bool) -> QueryOutcome:
-        if isinstance(tree, exp.Command):
-            raise invalid_query(f"Statement '{tree.sql(dialect='bigquery')[:80]}' is not supported by the emulator.")
+        if isinstance(tree, (exp.Command, exp.Declare, exp.Set, exp.Transaction)):
+            raise invalid_query(
+                f"Statement '{tree.sql(dialect='bigquery')[:80]}' is not supported by the emulator "
+                "(scripting, variables, transactions and sessions are not emulated)."
+            )
         if isinstance(tree, exp.Create) and tree.kind == "SCHEMA":
             return self._create_schema(tree, request)
         if isinstance(tree, exp.Drop) and tree.kind == "SCHEMA":
@@ -184,6 +187,11 @@ class QueryEngine:
     ) -> QueryOutcome:
         assert target is not None
         description = _option(tree, "description")
+        like = tree.find(exp.LikeProperty)
+        if like is not None:
+            # CREATE TABLE t LIKE s (BigQuery: s's schema, no rows) has no DuckDB form: build it from s.
+            like.pop()
+            tree.set("expression", exp.select("*").from_(like.this).limit(0))
         for prop in list(tree.find_all(*_DROPPED_PROPERTIES)):
             prop.pop()
         existed = self.catalog.table_kind(target) is not None

@@ -363,6 +363,16 @@ def test_dry_run_checks_and_describes_without_running(bq):
         bq.query("select * from d.missing", job_config=config)
 
 
+def test_create_table_like_copies_the_schema_and_scripting_is_refused_clearly(bq):
+    bq.create_dataset("d")
+    bq.query_and_wait("create table d.src as select 1 as a, 'x' as b")
+    bq.query_and_wait("create table d.copy like d.src")
+    copied = bq.get_table("d.copy")
+    assert ([f.name for f in copied.schema], copied.num_rows) == (["a", "b"], 0)
+    with pytest.raises(exceptions.BadRequest, match="scripting, variables"):
+        bq.query_and_wait("declare x int64 default 1")
+
+
 def test_alter_table_rename_moves_the_table(bq):
     bq.create_dataset("d")
     bq.query_and_wait("create table d.old_name as select 1 as x")
