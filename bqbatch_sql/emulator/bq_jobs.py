@@ -39,7 +39,17 @@ class BigQueryJobs:
             ("DELETE", p + "/jobs/{job}/delete", self.delete_job),
             ("POST", p + "/queries", self.query),
             ("GET", p + "/queries/{job}", self.get_query_results),
+            ("POST", "/upload" + p + "/jobs", self.upload_job),
         ]
+
+    def upload_job(self, req, project):
+        # Load jobs upload a file (load_table_from_file/_json/_dataframe); not emulated.
+        raise ApiError(
+            501,
+            "Load jobs (client.load_table_from_*) are not emulated. Fix: write rows with client.insert_rows / "
+            "insert_rows_json, or with an INSERT query whose values are query parameters.",
+            reason="notImplemented",
+        )
 
     def insert_job(self, req, project):
         body = req.json()

@@ -373,6 +373,13 @@ def test_create_table_like_copies_the_schema_and_scripting_is_refused_clearly(bq
         bq.query_and_wait("declare x int64 default 1")
 
 
+def test_load_jobs_are_refused_with_the_way_around(bq):
+    bq.create_dataset("d")
+    config = bigquery.LoadJobConfig(schema=[bigquery.SchemaField("a", "INT64")])
+    with pytest.raises(exceptions.MethodNotImplemented, match="insert_rows"):
+        bq.load_table_from_json([{"a": 1}], "d.t", job_config=config).result()
+
+
 def test_alter_table_rename_moves_the_table(bq):
     bq.create_dataset("d")
     bq.query_and_wait("create table d.old_name as select 1 as x")
