@@ -56,7 +56,7 @@ MAX_LISTED_TEMPLATES = 64
 @dataclasses.dataclass
 class _Templates:
     kind: str = "lists"  # or "table": the 'templates' scratch table
-    keys: list[str] = dataclasses.field(default_factory=list)
+    keys: list[int] = dataclasses.field(default_factory=list)  # hashes of the settings (see local_sql._settings_key)
     texts: list[str | None] = dataclasses.field(default_factory=list)
     errors: list[str | None] = dataclasses.field(default_factory=list)
 
@@ -272,14 +272,14 @@ class LocalPredictor:
         while batch := result.fetchmany(1_000):
             if run.cancel.is_set():
                 raise JobCancelled()
-            for (key,) in batch:
-                text, error = _template_for(key)
+            for key, mime, schema, json_schema in batch:
+                text, error = _template_for(mime, schema, json_schema)
                 templates.keys.append(key), templates.texts.append(text), templates.errors.append(error)
             if templates.kind == "table" or len(templates.keys) > MAX_LISTED_TEMPLATES:
                 if templates.kind != "table":
-                    cursor.execute(plan.create_scratch("templates", ["key TEXT", "template TEXT", "error TEXT"]))
+                    cursor.execute(plan.create_scratch("templates", ["key UBIGINT", "template TEXT", "error TEXT"]))
                     templates.kind = "table"
-                cursor.execute(plan.insert_lists("templates", ["TEXT", "TEXT", "TEXT"]),
+                cursor.execute(plan.insert_lists("templates", ["UBIGINT", "TEXT", "TEXT"]),
                                [templates.keys, templates.texts, templates.errors])
                 templates.keys, templates.texts, templates.errors = [], [], []
         return templates if templates.kind == "table" or templates.keys else None
@@ -395,10 +395,9 @@ def _call_user_function(settings: _Settings, text: str, version: str) -> tuple[s
         return None, function_error_status(settings.response_function or "?", e)
 
 
-def _template_for(key: str) -> tuple[str | None, str | None]:
+def _template_for(mime: str | None, schema: str | None, json_schema: str | None) -> tuple[str | None, str | None]:
     """The candidate text (or the status of an unusable schema) for one structured-output setting."""
     try:
-        mime, schema, json_schema = orjson.loads(key)
         schema = orjson.loads(schema) if schema is not None else None
         json_schema = orjson.loads(json_schema) if json_schema is not None else None
         return structured_text(mime, schema, json_schema), None
