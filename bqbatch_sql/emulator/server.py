@@ -130,6 +130,7 @@ class Emulator:
         GeminiApi().install(self)
         self.log = log
         self._server: ThreadingHTTPServer | None = None
+        self._stopped = False
         self._thread: threading.Thread | None = None
 
     @property
@@ -143,6 +144,8 @@ class Emulator:
         """Serve in a background thread; return the base URL (port 0 picks a free port)."""
         if self._server is not None:
             return self.url
+        if self._stopped:
+            raise RuntimeError("This emulator was stopped; make a new Emulator (the same data_path keeps its tables).")
         server = _Server((self.host, self.port), _RequestHandler)
         server.emulator = self  # type: ignore[attr-defined]
         self._server = server
@@ -151,16 +154,19 @@ class Emulator:
         return self.url
 
     def stop(self) -> None:
-        if self._server is None:
+        """Stop serving, end running batch jobs, close the database (an emulator is started once)."""
+        if self._stopped:
             return
-        self._server.shutdown()
-        # Clients keep connections alive; close them so every handler thread ends
-        # (and lets go of the database) before the catalog closes.
-        self._server.close_connections()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None
+        self._stopped = True
+        if self._server is not None:
+            self._server.shutdown()
+            # Clients keep connections alive; close them so every handler thread ends
+            # (and lets go of the database) before the catalog closes.
+            self._server.close_connections()
+            self._server.server_close()
+            if self._thread is not None:
+                self._thread.join(timeout=5)
+            self._server = None
         if self.vertex is not None:
             self.vertex.stop()
         if self.gemini is not None:
