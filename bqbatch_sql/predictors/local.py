@@ -273,6 +273,8 @@ class LocalPredictor:
             if run.cancel.is_set():
                 raise JobCancelled()
             for key, mime, schema, json_schema in batch:
+                if key is None:
+                    continue
                 text, error = _template_for(mime, schema, json_schema)
                 templates.keys.append(key), templates.texts.append(text), templates.errors.append(error)
             if templates.kind == "table" or len(templates.keys) > MAX_LISTED_TEMPLATES:
