@@ -63,10 +63,20 @@ class BigQueryAdapter:
 
     @property
     def retry(self):
+        """The client's own policy for API calls (429, 5xx, dropped connections), with the target's deadline."""
         from google.cloud.bigquery import DEFAULT_RETRY
 
         cfg = self.config
         return DEFAULT_RETRY.with_delay(initial=cfg.retry_initial_seconds, maximum=max(cfg.retry_initial_seconds, 60.0)) \
+            .with_timeout(cfg.retry_deadline_seconds)
+
+    @property
+    def job_retry(self):
+        """The client's policy for re-running a query job that failed retryably; its default deadline is 10 minutes."""
+        from google.cloud.bigquery.retry import DEFAULT_JOB_RETRY
+
+        cfg = self.config
+        return DEFAULT_JOB_RETRY.with_delay(initial=cfg.retry_initial_seconds, maximum=max(cfg.retry_initial_seconds, 60.0)) \
             .with_timeout(cfg.retry_deadline_seconds)
 
     def relation(self, name: str, schema: str | None = None) -> Relation:
@@ -100,7 +110,8 @@ class BigQueryAdapter:
         with self._errors("run the statement", text):
             rows = self.client.query_and_wait(
                 text, job_config=self._job_config(params), location=self.location, retry=self.retry,
-                wait_timeout=self.config.query_timeout_seconds, api_timeout=self.config.query_timeout_seconds,
+                job_retry=self.job_retry, wait_timeout=self.config.query_timeout_seconds,
+                api_timeout=self.config.query_timeout_seconds,
             )
             return [tuple(row.values()) for row in rows]
 
@@ -115,7 +126,8 @@ class BigQueryAdapter:
         text = self.render(sql)
         with self._errors("dry-run the query", text):
             job = self.client.query(text, job_config=self._job_config(params, dry_run=True, use_query_cache=False),
-                                    location=self.location, retry=self.retry)
+                                    location=self.location, retry=self.retry, job_retry=self.job_retry,
+                                    timeout=self.config.query_timeout_seconds)
         return int(job.total_bytes_processed or 0)
 
     @contextlib.contextmanager
@@ -132,7 +144,10 @@ class BigQueryAdapter:
         except api.GoogleAPICallError as e:
             raise WarehouseError(f"BigQuery could not {what}: {_message(e)}{shown}") from None
         except api.RetryError as e:
-            cause = _message(e.cause) if e.cause is not None else str(e)
+            last: Any = e
+            while isinstance(last, api.RetryError) and last.cause is not None:  # job retry wraps call retry
+                last = last.cause
+            cause = _message(last) if not isinstance(last, api.RetryError) else str(last)
             raise WarehouseError(
                 f"BigQuery could not {what}: still failing after retrying for "
                 f"{self.config.retry_deadline_seconds:g} s (the target's retry_deadline_seconds): {cause}{shown}"
