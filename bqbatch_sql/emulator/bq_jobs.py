@@ -246,10 +246,12 @@ class BigQueryJobs:
         ref = {"projectId": project, "jobId": f"job_{uuid.uuid4().hex}"}
         if body.get("location"):
             ref["location"] = body["location"]
-        config_keys = ("query", "defaultDataset", "queryParameters", "parameterMode", "useLegacySql", "labels")
+        config_keys = ("query", "defaultDataset", "queryParameters", "parameterMode", "useLegacySql")
         query_config = {k: body[k] for k in config_keys if k in body}
+        # The job jobs.query makes carries the request's labels where jobs.insert has them.
+        labels = {"labels": body["labels"]} if body.get("labels") else {}
         if body.get("dryRun"):
-            job = self._dry_run(ref, {"query": query_config, "dryRun": True})
+            job = self._dry_run(ref, {"query": query_config, "dryRun": True, **labels})
             stats = job["statistics"]["query"]
             result = {"kind": "bigquery#queryResponse", "jobReference": job["jobReference"], "jobComplete": True,
                       "totalBytesProcessed": stats["totalBytesProcessed"], "cacheHit": False}
@@ -258,7 +260,7 @@ class BigQueryJobs:
             return result
         with self._jobs_lock:
             self.jobs[(project, ref["jobId"])] = {}
-        job = self._run_query_job(ref, {"query": query_config})
+        job = self._run_query_job(ref, {"query": query_config, **labels})
         if job["error"] is not None:
             raise job["error"]
         result = self._results_body(job, _BodyArgs(body))

@@ -310,6 +310,15 @@ def test_views_from_sql_and_from_tables_insert(bq):
         list(bq.list_rows(got, selected_fields=got.schema))
 
 
+def test_job_labels_are_kept_on_the_job_for_both_query_methods(bq):
+    config = bigquery.QueryJobConfig(labels={"team": "data"})
+    job = bq.query("select 1", job_config=config)
+    job.result()
+    assert bq.get_job(job.job_id).labels == {"team": "data"}
+    rows = bq.query_and_wait("select 2", job_config=config)
+    assert bq.get_job(rows.job_id).labels == {"team": "data"}
+
+
 def test_jobs_can_be_fetched_listed_and_cancelled(bq):
     job = bq.query("select 1 as x", job_id="my-job-1", job_retry=None)
     job.result()
