@@ -65,6 +65,7 @@ def run_batch_prediction(runner: "Runner", compiled: CompiledModel, result: "Nod
     writes_table = getattr(predictor, "writes_table", True)
     job: BatchJob | None = None
     source, destination = requests, output
+    lost: JobNotFoundError | None = None
     entry = ledger.latest(model.unique_id, fp)
     if entry is None and attach_only:
         entry = ledger.latest(model.unique_id)  # the job that was submitted, even if the model changed since
@@ -75,10 +76,11 @@ def run_batch_prediction(runner: "Runner", compiled: CompiledModel, result: "Nod
             source = output.with_name(entry.source.rsplit(".", 1)[-1])
             destination = output.with_name(entry.destination.rsplit(".", 1)[-1])
             reporter.plain(f"    {model.name}: re-attached to live job {job.name} ({job.state.short})")
-        except JobNotFoundError:
-            job = None
+        except JobNotFoundError as e:
+            job, lost = None, e
     if job is None and attach_only:
-        result.status, result.message = "skipped", jobs.nothing_to_wait_for(entry)
+        result.status = "skipped"
+        result.message = str(lost) if lost else jobs.nothing_to_wait_for(entry)
         return
     checksum = entry.data_checksum if entry else None
     invalid_held_back = source != requests

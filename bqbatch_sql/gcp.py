@@ -77,7 +77,8 @@ def _service_account(keyfile: str | None) -> Credentials:
     from pathlib import Path
 
     if not keyfile:
-        raise ProfileError("Target method 'service-account' needs `keyfile:` (the path of the service account's JSON key).")
+        raise ProfileError(
+            "Target method 'service-account' needs `keyfile:` (the path of the service account's JSON key).")
     path = Path(keyfile).expanduser()
     if not path.is_file():
         raise ProfileError(f"The service account keyfile '{path}' does not exist. Fix `keyfile:` in profiles.yml.")

@@ -199,9 +199,10 @@ def test_the_example_project_runs_on_bigquery_and_vertex(project_dir, target, bq
 
 def _start(project_dir, profiles, *args):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "bqbatch_sql", *args, "--project-dir", str(project_dir),
-                             "--profiles-dir", str(profiles.profiles_dir)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env, start_new_session=True)
+    command = [sys.executable, "-m", "bqbatch_sql", *args, "--project-dir", str(project_dir),
+               "--profiles-dir", str(profiles.profiles_dir)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
 
 
 def _read_until(proc, text, timeout=60):

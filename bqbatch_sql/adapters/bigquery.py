@@ -66,18 +66,19 @@ class BigQueryAdapter:
         """The client's own policy for API calls (429, 5xx, dropped connections), with the target's deadline."""
         from google.cloud.bigquery import DEFAULT_RETRY
 
-        cfg = self.config
-        return DEFAULT_RETRY.with_delay(initial=cfg.retry_initial_seconds, maximum=max(cfg.retry_initial_seconds, 60.0)) \
-            .with_timeout(cfg.retry_deadline_seconds)
+        return self._bounded(DEFAULT_RETRY)
 
     @property
     def job_retry(self):
-        """The client's policy for re-running a query job that failed retryably; its default deadline is 10 minutes."""
+        """The client's policy for re-running a query job that failed retryably (its own deadline is 10 minutes)."""
         from google.cloud.bigquery.retry import DEFAULT_JOB_RETRY
 
+        return self._bounded(DEFAULT_JOB_RETRY)
+
+    def _bounded(self, policy):
         cfg = self.config
-        return DEFAULT_JOB_RETRY.with_delay(initial=cfg.retry_initial_seconds, maximum=max(cfg.retry_initial_seconds, 60.0)) \
-            .with_timeout(cfg.retry_deadline_seconds)
+        first = cfg.retry_initial_seconds
+        return policy.with_delay(initial=first, maximum=max(first, 60.0)).with_timeout(cfg.retry_deadline_seconds)
 
     def relation(self, name: str, schema: str | None = None) -> Relation:
         return Relation(self.project, schema or self.schema, name)
@@ -155,7 +156,8 @@ class BigQueryAdapter:
         except TimeoutError:
             raise WarehouseError(
                 f"BigQuery could not {what} within the target's query_timeout_seconds "
-                f"({self.config.query_timeout_seconds:g} s). Raise it in profiles.yml, or make the query cheaper.{shown}"
+                f"({self.config.query_timeout_seconds:g} s). Raise it in profiles.yml, or make the query cheaper."
+                f"{shown}"
             ) from None
 
     def _api(self, what: str, call, *args: Any, **kwargs: Any):

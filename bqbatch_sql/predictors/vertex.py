@@ -310,9 +310,16 @@ def _status_code(error: Exception) -> int | None:
 
 
 def _is_transport_error(error: Exception) -> bool:
-    import httpx
+    """A timeout or a dropped connection: google-genai runs on httpx, or on its fork httpx2."""
+    import importlib
 
-    return isinstance(error, (httpx.TransportError, ConnectionError))
+    classes: list[type] = [ConnectionError, TimeoutError]
+    for name in ("httpx", "httpx2"):
+        try:
+            classes.append(importlib.import_module(name).TransportError)
+        except (ImportError, AttributeError):
+            continue  # that transport is not installed
+    return isinstance(error, tuple(classes))
 
 
 def _describe(error: Exception) -> str:

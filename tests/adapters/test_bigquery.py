@@ -115,10 +115,8 @@ def test_queries_carry_the_target_job_labels(make_adapter, emulator):
 
     client = bigquery.Client(project="emu-project", credentials=AnonymousCredentials(),
                              client_options={"api_endpoint": emulator.url})
-    jobs = [j for j in client.list_jobs(max_results=20) if "'labelled'" in (j.query or "")]
-    # jobs.query sends labels in the request body; the emulator files them under configuration.query.
-    labels = jobs[0].labels or jobs[0]._properties["configuration"]["query"].get("labels")
-    assert labels == {"team": "data", "pipeline": "nightly"}
+    labels = [j.labels for j in client.list_jobs(max_results=20) if "'labelled'" in (j.query or "")]
+    assert labels == [{"team": "data", "pipeline": "nightly"}]
 
 
 def test_dry_run_checks_a_query_without_running_it(make_adapter):
