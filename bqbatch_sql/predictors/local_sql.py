@@ -155,24 +155,38 @@ class JobPlan:
             statements.insert(0, exp.Drop(tables=[self.destination.table()], kind="VIEW", exists=True))
         return [s.sql("duckdb") for s in statements]
 
-    def validate_all(self, assume_valid: bool = False) -> str:
+    def validate_all(self, assume_valid: bool = False) -> list[str]:
         """Every row's status (NULL when valid) from the shared rules, in table order, into the 'status' scratch table.
 
         Stored in scan order, one row per source row, so each chunk pairs it with the
         source by POSITIONAL JOIN: a hash join would reorder the chunk and sorting it
         back costs ~1.2 s of CPU per million rows.
 
-        assume_valid: the caller already ran the same rules over this table (the
-        runner's pre-flight validation), so only rows that are not JSON objects go
-        through them again, for their status text; the rest count as valid.
+        The full rules run only on the rows a cheap test cannot vouch for, gathered
+        together first: DuckDB pays the full checks' fixed cost per vector of rows
+        however few of them need it (measured: 17 s for 1M rows with 1% invalid as one
+        pass, against ~2 s this way). The cheap test is the validator's
+        (`request_rules.duckdb_fast_valid`); with assume_valid (the runner already ran
+        the rules over this table) it is only "a JSON object", for the status text of
+        rows that are not.
         """
-        checked = exp.select("s.rowid AS rid", f"{_STATUS_SLOT} AS v").from_(self.source.table(alias="s"))
-        text = exp.Create(this=self._scratch("status").table(), kind="TABLE", expression=checked, replace=True).sql("duckdb")
-        status = _status_sql(self.request)
-        if assume_valid:
-            guard = sql_fragment("JSON_VALID(R) AND JSON_TYPE(R) = 'OBJECT'", R=exp.column(self.request, table="s", quoted=True))
-            status = f"CASE WHEN {guard.sql('duckdb')} THEN NULL ELSE {status} END"
-        return text.replace(_STATUS_SLOT, status, 1)
+        request = exp.column(self.request, quoted=True)
+        # The cheap test reads __bqb_j, NULL unless the request is valid JSON: DuckDB
+        # may hoist parts of an expression out of a CASE guard, never out of a NULL.
+        vouched = "JSON_TYPE(__bqb_j) = 'OBJECT'" if assume_valid else _fast_valid_sql("__bqb_j")
+        guarded = exp.select("rowid AS rid", request, sql_fragment("CASE WHEN JSON_VALID(R) THEN R END", R=request)
+                             .as_("__bqb_j")).from_(self.source.table())
+        suspects = exp.select("s.rid", f"{_STATUS_SLOT} AS v").from_(
+            exp.select("rid", request).from_(guarded.subquery("g")).where(
+                f"NOT COALESCE({_VOUCHED_SLOT}, FALSE)").order_by("rid").subquery("s"))
+        failing = self._scratch("failing")
+        text = exp.Create(this=failing.table(), kind="TABLE", expression=suspects, replace=True).sql("duckdb")
+        text = text.replace(_STATUS_SLOT, _status_sql(self.request), 1)
+        text = text.replace(_VOUCHED_SLOT, vouched, 1)
+        every_row = exp.select("s.rowid AS rid", "f.v").from_(self.source.table(alias="s")).join(
+            failing.table(alias="f"), on="f.rid = s.rowid", join_type="left").order_by("rid")
+        return [text, exp.Create(this=self._scratch("status").table(), kind="TABLE", expression=every_row,
+                                 replace=True).sql("duckdb")]
 
     def create_scratch(self, what: str, columns: list[str]) -> str:
         schema = exp.Schema(
@@ -332,6 +346,7 @@ class JobPlan:
 # and render: rendered once per request column name and spliced into the statement
 # sqlglot rendered around this slot.
 _STATUS_SLOT = "__bqbatch_status_slot__"
+_VOUCHED_SLOT = "__bqbatch_vouched_slot__"
 
 
 @functools.lru_cache(maxsize=8)
@@ -339,6 +354,17 @@ def _status_sql(request_column: str) -> str:
     from bqbatch_sql.validate import request_status_sql
 
     return request_status_sql(exp.column(request_column, table="s", quoted=True), "duckdb").sql("duckdb")
+
+
+@functools.lru_cache(maxsize=8)
+def _fast_valid_sql(request_column: str) -> str:
+    """The validator's cheap test (TRUE: the request passes every rule), or FALSE when it has none."""
+    from bqbatch_sql import request_rules
+
+    fast = getattr(request_rules, "duckdb_fast_valid", None)
+    if fast is None:
+        return "FALSE"
+    return fast(request_rules.DuckDBOps(), exp.column(request_column, quoted=True)).sql("duckdb")
 
 
 def _catalog_query(what: str, relation: Relation, column: str) -> tuple[str, list[Any]]:
