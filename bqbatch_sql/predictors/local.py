@@ -89,7 +89,17 @@ class _Settings:
 
 
 class LocalPredictor:
-    """Emulated Gemini batch prediction in the DuckDB warehouse (implements `Predictor`)."""
+    """Emulated Gemini batch prediction in the DuckDB warehouse (implements `Predictor`).
+
+    adapter: the DuckDB adapter of the target (the job opens its own cursors on it).
+    response_function: "package.module:function" (or "package.module.function") called
+        with each valid request as a dict; returns a GenerateContentResponse dict or a
+        str of text. Without it, answers are emulated in SQL.
+    failure_rate: the fraction of valid rows that end with a transient Vertex error
+        (429/500/503 status, NULL response), chosen by a hash: the same rows every run.
+    latency_seconds: how long a job stays PENDING before it runs.
+    chunk_rows: rows per progress step (rounded to whole DuckDB row groups when large).
+    """
 
     name: ClassVar[str] = "local"
     # The runner polls with these (seconds): a local job finishes fast, so poll briskly.

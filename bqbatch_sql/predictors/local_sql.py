@@ -55,6 +55,11 @@ def _path_list(paths: list[str]) -> str:
 # parse of the other rows when looking for the distinct settings.
 _SETTINGS_HINT = "esponse"
 OUTPUT_COLUMNS = ("response", "status", "processed_time")
+# DuckDB's default row group. A chunk of whole row groups is written straight to the
+# database file; a smaller one goes through the WAL and is written again at the
+# checkpoint (measured: ~15% of the chunks' CPU for 1M rows), so large chunk sizes
+# are rounded to a multiple of it.
+ROW_GROUP_ROWS = 122_880
 
 
 def _setting(e: exp.Expression, name: str) -> exp.Expression:
@@ -133,6 +138,9 @@ class JobPlan:
         return plan
 
     def chunks(self, size: int):
+        """Rowid ranges of about `size` rows; see ROW_GROUP_ROWS for the rounding."""
+        if size >= ROW_GROUP_ROWS // 2:
+            size = round(size / ROW_GROUP_ROWS) * ROW_GROUP_ROWS
         for low in range(self.low, self.high + 1, size):
             yield low, low + size
 
