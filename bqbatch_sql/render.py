@@ -170,8 +170,8 @@ class Renderer:
     def _rel(self, path: Path) -> str:
         try:
             return path.resolve().relative_to(self.root).as_posix()
-        except ValueError:
-            return path.as_posix()
+        except ValueError:  # the built-in library, installed with bqbatch
+            return f"bqbatch built-in macros/{path.name}"
 
     def _load_macro_file(self, path: Path) -> None:
         name = self._rel(path)
@@ -282,17 +282,17 @@ class Renderer:
             raise RenderError(
                 f"{frame.label}: Jinja syntax error in '{where}' at line {e.lineno}: {e.message}"
             ) from None
-        except RenderError:
-            raise
+        except RenderError as e:
+            raise _located(e, frame, name, self._sources) from None
         except jinja2.UndefinedError as e:
             line, where = _error_location(e, name, self._sources)
             raise RenderError(
-                f"{frame.label}{where}{_at(line)}: {e.message}. Check the spelling, or define it "
+                f"{frame.label}{_at(line)}{where}: {e.message}. Check the spelling, or define it "
                 f"(a macro in macros/, a var in bqbatch_project.yml)."
             ) from None
         except Exception as e:
             line, where = _error_location(e, name, self._sources)
-            raise RenderError(f"{frame.label}{where}{_at(line)}: {type(e).__name__}: {e}") from e
+            raise RenderError(f"{frame.label}{_at(line)}{where}: {type(e).__name__}: {e}") from e
         finally:
             _current.reset(token)
 
@@ -301,13 +301,22 @@ class Renderer:
         token = _current.set(frame)
         try:
             return render_static(static, self.env.globals, frame.at_line)
-        except RenderError:
-            raise
+        except RenderError as e:
+            raise _located(e, frame, name, self._sources) from None
         except Exception as e:  # e.g. a macro called with an argument it does not take
             line, where = _error_location(e, name, self._sources)
-            raise RenderError(f"{frame.label}{where}{_at(line or frame.line)}: {type(e).__name__}: {e}") from e
+            raise RenderError(f"{frame.label}{_at(line or frame.line)}{where}: {type(e).__name__}: {e}") from e
         finally:
             _current.reset(token)
+
+
+def _located(err: RenderError, frame: _Frame, name: str, sources: dict[str, str]) -> RenderError:
+    """A RenderError raised inside a macro helper, prefixed with the model, file and line."""
+    message = str(err)
+    if message.startswith(frame.label):
+        return err
+    line, where = _error_location(err, name, sources)
+    return RenderError(f"{frame.label}{_at(line or frame.line)}{where}: {message}")
 
 
 def _bytecode_cache(cache_dir: Path | None) -> jinja2.BytecodeCache | None:
@@ -334,12 +343,13 @@ def _at(line: int | None) -> str:
 
 
 def _error_location(err: BaseException, name: str, sources: dict[str, str]) -> tuple[int | None, str]:
-    """The deepest template frame of a Jinja traceback: (line, " in macro file 'x'" or "")."""
+    """(line in the template `name`, " (in 'macros/x.sql', line N)" for the deepest macro frame or "")."""
     line, where = None, ""
     for entry in traceback.extract_tb(err.__traceback__):
-        if entry.filename in sources:
-            line = entry.lineno
-            where = "" if entry.filename == name else f" in '{entry.filename}'"
+        if entry.filename == name:
+            line, where = entry.lineno, ""
+        elif entry.filename in sources:
+            where = f" (in '{entry.filename}', line {entry.lineno})"
     return line, where
 
 

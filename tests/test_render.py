@@ -122,3 +122,11 @@ def test_typo_in_config_key_is_caught(make_project):
 
     msg = _compile_error(make_project, {"models/m.sql": "{{ config(materialised='table') }} select 1"}, ConfigError)
     assert "unknown key 'materialised'. Did you mean 'materialized'?" in msg
+
+
+def test_macro_argument_errors_name_the_model_and_line(make_project):
+    msg = _compile_error(make_project, {
+        "models/m.sql": "select\n  {{ gemini_request(prompt=\"'hi'\", temperature='hot') }} as request",
+    })
+    assert msg.startswith("Model 'm' (models/m.sql)")
+    assert "line 2" in msg and "temperature" in msg
