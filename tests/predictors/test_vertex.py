@@ -107,6 +107,7 @@ def test_a_live_job_with_the_same_fingerprint_is_adopted_not_created_again(wareh
 
 def test_a_create_whose_answer_is_lost_is_adopted_on_retry(warehouse, emulator):
     # The create call outlives the client's timeout, yet the job is created: the retry must not pay twice.
+    emulator.faults.hold_pending()  # the first job stays live, whatever its rows would give
     emulator.faults.slow(0.6, api="vertex", method="POST", path="batchPredictionJobs$", times=1)
     vertex = predictor(warehouse, emulator, timeout_seconds=0.3, retry_initial_seconds=1.5, retry_max_seconds=2)
     job = vertex.submit(spec(warehouse, fingerprint="b" * 32))
