@@ -55,6 +55,9 @@ class BatchJobSpec:
     display_name: str
     labels: dict[str, str] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)  # predictor-specific config of the model
+    # bqbatch has just checked every row with the shared request rules: a predictor
+    # that would check them again (the local one) may skip that work.
+    prevalidated: bool = False
 
 
 @dataclass

@@ -235,7 +235,7 @@ class LocalPredictor:
             # One validation pass over the whole table: the shared rules are a large
             # expression that DuckDB takes ~0.5 s to plan, too much to pay per chunk.
             with _phase(run, "validate"):
-                for statement in plan.validate_all(assume_valid=bool(spec.options.get("assume_valid"))):
+                for statement in plan.validate_all(assume_valid=spec.prevalidated or bool(spec.options.get("assume_valid"))):
                     cursor.execute(statement)
             using_function = settings.function is not None
             templates: _Templates | None = None
