@@ -43,6 +43,10 @@ def subscript(node: exp.Bracket, ctx: Ctx) -> exp.Expression | None:
     offset = node.args.get("offset")
     safe = bool(node.args.get("safe"))
     base_kind, index_kind = kind_of(base), kind_of(index)
+    if base_kind is None and isinstance(base, exp.JSONExtract):
+        # JSON_QUERY gives JSON or STRING, and a STRING cannot be subscripted in
+        # BigQuery: a subscripted JSON_QUERY is JSON.
+        base_kind = "json"
 
     if offset is None and index_kind == "string":
         new_index: exp.Expression | None = index  # a JSON key: same in both
