@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,13 +23,20 @@ class Relation:
         return exp.table_(self.name, db=self.schema, catalog=self.database, quoted=True, alias=alias)
 
     def sql(self, dialect: str) -> str:
-        return self.table().sql(dialect=dialect)
+        return _relation_sql(self, dialect)
 
     def with_name(self, name: str) -> "Relation":
         return Relation(self.database, self.schema, name)
 
     def __str__(self) -> str:
         return ".".join(p for p in (self.database, self.schema, self.name) if p)
+
+
+@functools.lru_cache(maxsize=65536)
+def _relation_sql(relation: Relation, dialect: str) -> str:
+    # A ref() renders the same few relations over and over; sqlglot's generator is
+    # the costly part of a large project's parse pass, so each is generated once.
+    return relation.table().sql(dialect=dialect)
 
 
 @dataclass(frozen=True)
