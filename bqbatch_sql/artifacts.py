@@ -40,9 +40,13 @@ def compiled_path(manifest: Manifest, model_path: str) -> Path:
     return manifest.project.target_dir / "compiled" / manifest.project.name / model_path
 
 
-def write_compiled(manifest: Manifest, compiled: CompiledModel) -> Path:
+def write_compiled(manifest: Manifest, compiled: CompiledModel, made_dirs: set[Path] | None = None) -> Path:
+    """Write the model's BigQuery SQL; `made_dirs` spares one mkdir per model in a loop."""
     path = compiled_path(manifest, compiled.model.path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if made_dirs is None or path.parent not in made_dirs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if made_dirs is not None:
+            made_dirs.add(path.parent)
     path.write_text(compiled.bigquery_sql, encoding="utf-8")
     return path
 

@@ -211,13 +211,16 @@ def to_dialect(
 
 
 def transpile(
-    sql: str | exp.Expression, dialect: str, *, path: str = "", model: str = ""
+    sql: str | exp.Expression, dialect: str, *, path: str = "", model: str = "", consume: bool = False
 ) -> str:
-    """BigQuery SQL (text or tree) -> SQL text for `dialect`; any one statement."""
+    """BigQuery SQL (text or tree) -> SQL text for `dialect`; any one statement.
+
+    consume=True hands a tree over: it is rewritten in place instead of copied.
+    """
     if isinstance(sql, str):
         tree, owned = parse_statement(sql, path=path, model=model), True
     else:
-        tree, owned = sql, False
+        tree, owned = sql, consume
     if dialect == "bigquery":
         # No rewrite, so no copy: generating text does not modify the tree.
         return tree.sql(dialect="bigquery")

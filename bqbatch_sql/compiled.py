@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sqlglot import exp
 
-from bqbatch_sql.compile import parse_model_sql, to_dialect
+from bqbatch_sql.compile import parse_model_sql, to_dialect, transpile
 from bqbatch_sql.manifest import Manifest
 from bqbatch_sql.nodes import Model, Relation
 
@@ -69,6 +69,7 @@ class CheckCache:
 
 
 def compile_model(manifest: Manifest, model: Model, cache: CheckCache | None = None) -> CompiledModel:
+    """Render and parse `model`; with a cache (the compile command) only check it, keeping no tree."""
     relation = manifest.relations[model.unique_id]
     rendered = manifest.renderer.render(
         model,
@@ -84,6 +85,11 @@ def compile_model(manifest: Manifest, model: Model, cache: CheckCache | None = N
             return CompiledModel(model, relation, bigquery_sql, None)
     tree = parse_model_sql(rendered, path=model.path, model=model.name)
     dialect = manifest.target.dialect
+    if cache is not None:
+        # Checking needs the generated text, not the tree: no clone for a tree to keep.
+        if dialect != "bigquery":
+            transpile(tree, dialect, path=model.path, model=model.name, consume=True)
+        return CompiledModel(model, relation, bigquery_sql, None)
     # The tree is ours alone, so the dialect rewrite may work in place.
     query = to_dialect(tree, dialect, path=model.path, model=model.name, copy=False)
     return CompiledModel(model, relation, bigquery_sql, query)
