@@ -1,11 +1,15 @@
 """Request validation, before anything is submitted (stage: materialize -> **validate** -> submit).
 
 Vertex refuses a bad request only after the job has queued and run; here the same
-rules run inside the warehouse, over every row, as one SQL expression rendered from
-`request_rules` for DuckDB or BigQuery. Python only sees counts and a few samples.
+rules run inside the warehouse, over every row: one SQL expression per dialect
+(`request_sql`, from the rules in `request_spec`), and on DuckDB a fast path in
+front of it (`request_fast`, `validate_duckdb`). Python only sees counts and a few
+samples.
 
-- `request_status_sql`: the per-row status (NULL when valid), Vertex's wording. The
-  local predictor and the emulator write it into the output's `status` column.
+- `request_status_sql`: the per-row status (NULL when valid), Vertex's wording, as
+  one scalar expression; the emulator writes it into the output's `status` column.
+- `materialize_statuses`: every row's status in a table, the fast way; the batch
+  flow (on_invalid='skip') and the local predictor read it.
 - `check_request_table`: the table-level contract of a batch input table.
 - `validate_relation`: counts per kind of problem and the first offending rows.
 """
@@ -17,9 +21,11 @@ from typing import Any
 
 from sqlglot import exp
 
-from bqbatch_sql import request_rules as rules
-from bqbatch_sql.errors import RequestTableError
+from bqbatch_sql import request_spec as spec
+from bqbatch_sql.errors import RequestTableError, WarehouseError
 from bqbatch_sql.nodes import Column, Relation
+from bqbatch_sql.request_sql import make_ops, message_sql, problem_sql, status_sql
+from bqbatch_sql.request_sql_ops import _case, _not_null
 
 REQUEST_COLUMN = "request"
 # Vertex writes these into the output table next to the pass-through columns.
@@ -37,15 +43,15 @@ def request_status_sql(request: exp.Expression, dialect: str, *, request_type: s
 
     request_type matters on BigQuery only ("JSON" or "STRING"); DuckDB reads both alike.
     """
-    ops = rules.make_ops(dialect, request_type)
-    problem = rules.problem_sql(request, dialect, request_type)
-    return ops.let(problem, lambda p: rules._case([(rules._not_null(p), rules.status_sql(p, dialect))]))
+    ops = make_ops(dialect, request_type)
+    problem = problem_sql(request, dialect, request_type)
+    return ops.let(problem, lambda p: _case([(_not_null(p), status_sql(p, dialect))]))
 
 
 def request_problem_sql(request: exp.Expression, dialect: str, *, request_type: str = "JSON") -> exp.Expression:
     """[code, path, a, b, c] of the first problem of the request (NULL when valid); see
-    `request_rules.KINDS` for the codes."""
-    return rules.problem_sql(request, dialect, request_type)
+    `request_spec.KINDS` for the codes."""
+    return problem_sql(request, dialect, request_type)
 
 
 def _type_name(column: Column) -> str:
@@ -103,7 +109,7 @@ class Sample:
 
     @property
     def hint(self) -> str:
-        return rules.hint_for(self.code, self.message)
+        return spec.hint_for(self.code, self.message)
 
 
 @dataclass
@@ -115,7 +121,7 @@ class ValidationReport:
     invalid: int
     counts: dict[str, int] = field(default_factory=dict)  # code -> rows, most frequent first
     samples: list[Sample] = field(default_factory=list)
-    max_requests: int | None = rules.MAX_REQUESTS_PER_JOB
+    max_requests: int | None = spec.MAX_REQUESTS_PER_JOB
 
     @property
     def valid(self) -> int:
@@ -140,7 +146,7 @@ class ValidationReport:
             lines.append("  problems by kind:")
             width = max(len(f"{n:,}") for n in self.counts.values())
             for code, n in self.counts.items():
-                kind = rules.KINDS.get(code)
+                kind = spec.KINDS.get(code)
                 lines.append(f"    {n:>{width},}  {code:<20} {kind.title if kind else ''}")
         if self.samples:
             lines.append(f"  first {len(self.samples)} offending rows:")
@@ -165,23 +171,25 @@ def validate_relation(
     path: str,
     key_columns: list[str] | None = None,
     sample_size: int = 10,
-    max_requests: int | None = rules.MAX_REQUESTS_PER_JOB,
+    max_requests: int | None = spec.MAX_REQUESTS_PER_JOB,
 ) -> ValidationReport:
-    """Check every row of a request table in the warehouse: one aggregate query for the
-    counts per kind of problem, one small query for the first offending rows."""
+    """Check every row of a request table in the warehouse: counts per kind of problem
+    and the first offending rows with their key columns.
+
+    max_requests: the per-job limit the report warns about (Vertex's 200,000); None
+    for predictors without one."""
     passthrough = check_request_table(adapter, relation, model=model, path=path)
     columns = {c.name.lower(): c for c in adapter.columns(relation)}
     request_col = columns[REQUEST_COLUMN]
     request_type = _type_name(request_col)
-    dialect = adapter.dialect
-    ops = rules.make_ops(dialect, request_type)
-    problem = rules.problem_sql(exp.column(request_col.name, quoted=True), dialect, request_type)
-
     keys = _key_columns(key_columns, passthrough, relation, model, path)
-    if dialect == "duckdb":
-        total, counts, samples = _duckdb_check(adapter, relation, request_col.name, keys, sample_size)
+    if adapter.dialect == "duckdb":
+        total, counts, samples = _duckdb_report(adapter, relation, request_col.name, keys, sample_size)
         return ValidationReport(model, path, str(relation), total, sum(counts.values()), counts, samples, max_requests)
 
+    dialect = adapter.dialect
+    ops = make_ops(dialect, request_type)
+    problem = problem_sql(exp.column(request_col.name, quoted=True), dialect, request_type)
     code = ops.at(exp.column("p"), 1)
     checked = exp.select(problem.as_("p")).from_(relation.table())
     counts_q = (
@@ -195,7 +203,7 @@ def validate_relation(
         total += n
         if c is not None:
             counts[c] = n
-    counts = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    counts = _by_frequency(counts)
     invalid = sum(counts.values())
 
     samples: list[Sample] = []
@@ -207,9 +215,9 @@ def validate_relation(
         inner = exp.select(*key_exprs, problem.as_("p")).from_(relation.table())
         outer = (
             exp.select(*[exp.column(k, quoted=True) for k in (keys or ["request"])], code.as_("code"),
-                       rules.message_sql(exp.column("p"), dialect).as_("message"))
+                       message_sql(exp.column("p"), dialect).as_("message"))
             .from_(exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier("c"))))
-            .where(rules._not_null(exp.column("p")))
+            .where(_not_null(exp.column("p")))
             .limit(sample_size)
         )
         names = keys or ["request"]
@@ -218,43 +226,120 @@ def validate_relation(
     return ValidationReport(model, path, str(relation), total, invalid, counts, samples, max_requests)
 
 
-def _duckdb_check(adapter: Any, relation: Relation, request: str, keys: list[str], sample_size: int
-                  ) -> tuple[int, dict[str, int], list[Sample]]:
-    """One pass on DuckDB: the cheap test (`request_rules.duckdb_fast_valid`) on every row;
-    the full checks on the rows it cannot vouch for, gathered first (ORDER BY compacts
-    them: run on a handful of rows scattered through every chunk, the full checks would
-    pay their fixed cost per chunk); counts per kind and the first rows in one aggregate."""
-    ops = rules.DuckDBOps()
-    req = exp.column(request, quoted=True)
-    fast = rules.duckdb_fast_valid(ops, req)
-    full = rules._request_problem(ops, req, fast=False)
-    ordinal = exp.Window(this=exp.RowNumber()).as_("_ord")
-    if keys:
-        names = keys
-        shown = [exp.column(k, quoted=True) for k in keys]
-    else:  # no pass-through column: show the start of the request
-        names = ["request_text"]
-        shown = [exp.Substring(this=ops.text(req), start=exp.Literal.number(1), length=exp.Literal.number(80)).as_("request_text")]
-    numbered = exp.select(*shown, req.copy(), ordinal).from_(relation.table())
-    inner = exp.select(*[exp.column(n, quoted=True) for n in names], req.copy(), exp.column("_ord"))
-    gathered = inner.from_(numbered.subquery("n")).where(exp.Not(this=exp.paren(fast))).order_by("_ord")
-    checked = exp.select(*[exp.column(n, quoted=True) for n in names], exp.column("_ord"), full.as_("p")).from_(gathered.subquery("g"))
-    p = exp.column("p")
-    sample = ops.struct(**{f"k{i}": exp.column(n, quoted=True) for i, n in enumerate(names)},
-                        message=rules.message_sql(p, "duckdb"), ord=exp.column("_ord"))
-    query = (exp.select(ops.at(p, 1).as_("code"), exp.Count(this=exp.Star()).as_("n"),
-                        exp.Anonymous(this="min_by", expressions=[sample, exp.column("_ord"), exp.Literal.number(max(sample_size, 1))]))
-             .from_(checked.subquery("c")).where(rules._not_null(p)).group_by(ops.at(p, 1)))
-    total = adapter.row_count(relation)
-    counts: dict[str, int] = {}
-    found: list[tuple[int, Sample]] = []
-    for code, n, firsts in adapter.fetchall(query):
-        counts[code] = n
-        for f in firsts or []:
-            found.append((f["ord"], Sample({k: f[f"k{i}"] for i, k in enumerate(names)}, code, f["message"])))
-    counts = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-    samples = [s for _, s in sorted(found, key=lambda x: x[0])][:sample_size]
-    return total, counts, samples
+def _by_frequency(counts: dict[str, int]) -> dict[str, int]:
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _duckdb_report(adapter: Any, relation: Relation, request: str, keys: list[str], sample_size: int
+                   ) -> tuple[int, dict[str, int], list[Sample]]:
+    """The fast path and the full checks (`validate_duckdb`), then counts per kind and the
+    first offending rows, whose key columns are read by row id."""
+    from bqbatch_sql import validate_duckdb as vd
+
+    with _duckdb_session(adapter, relation) as (con, is_view):
+        source, classified = vd.run(con, relation, request, is_view=is_view)
+        counts = _by_frequency({code: int(n) for code, n in con.execute(vd.counts_sql()).fetchall()})
+        first = con.execute(vd.first_bad_sql(max(sample_size, 1))).fetchall() if counts and sample_size > 0 else []
+        shown: dict[int, dict[str, Any]] = {}
+        if first:
+            names = keys or ["request"]
+            cols = [exp.column(k, quoted=True) for k in keys] or [exp.Substring(
+                this=exp.cast(exp.column(request, quoted=True), exp.DataType.build("VARCHAR")),
+                start=exp.Literal.number(1), length=exp.Literal.number(80)).as_("request")]
+            query = exp.select(exp.column("rowid"), *cols).from_(source.table()).where(
+                "rowid = ANY($1)", dialect="duckdb")
+            for rid, *values in con.execute(query.sql("duckdb"), [[r[0] for r in first]]).fetchall():
+                shown[rid] = dict(zip(names, values))
+    samples = [Sample(shown.get(rid, {}), code, message) for rid, code, message in first]
+    return classified.total, counts, samples
+
+
+@dataclass
+class StatusCounts:
+    total: int
+    invalid: int
+
+
+def materialize_statuses(adapter: Any, relation: Relation, target: Relation, *, request_type: str | None = None,
+                         keep_columns: bool = False) -> StatusCounts:
+    """Create `target` with every row's Vertex-style status (NULL when the request is valid).
+
+    keep_columns=False (DuckDB): `rid` (the row's rowid in `relation`) and `status`, one
+    row per row in table order -- what the local predictor pairs with each chunk.
+    keep_columns=True (any warehouse): every column of `relation`, then `status`, in
+    table order on DuckDB -- what the batch flow splits into rows to submit and rows
+    to record as failed.
+
+    `adapter` is a warehouse adapter, or a DuckDB connection (the local predictor's
+    own). On DuckDB the fast path vouches for most rows; the full checks run on the
+    rest only. request_type ("JSON"/"STRING") matters on BigQuery only.
+    """
+    dialect = getattr(adapter, "dialect", "duckdb")
+    if dialect != "duckdb":
+        if not keep_columns:
+            raise ValueError("materialize_statuses(keep_columns=False) needs DuckDB row ids; BigQuery has none.")
+        kind = request_type or next(_type_name(c) for c in adapter.columns(relation) if c.name.lower() == REQUEST_COLUMN)
+        status = request_status_sql(exp.column(REQUEST_COLUMN, quoted=True), dialect, request_type=kind)
+        adapter.create_table_as(target, exp.select(exp.Star(), status.as_("status")).from_(relation.table()))
+        total, invalid = adapter.fetchall(exp.select("COUNT(*)", "COUNTIF(status IS NOT NULL)", dialect="bigquery")
+                                          .from_(target.table()))[0]
+        return StatusCounts(int(total), int(invalid))
+
+    from bqbatch_sql import validate_duckdb as vd
+
+    with _duckdb_session(adapter, relation) as (con, is_view):
+        request = _request_column(con, relation)
+        source, classified = vd.run(con, relation, request, is_view=is_view)
+        statuses = target if not keep_columns else Relation("temp", "main", "__bqbatch_v_statuses")
+        for sql in vd.write_statuses_sql(source, statuses):
+            con.execute(sql)
+        if keep_columns:
+            con.execute(vd.join_columns_sql(source, statuses, target))
+            con.execute(exp.Drop(tables=[statuses.table()], kind="TABLE", exists=True).sql("duckdb"))
+        invalid = con.execute(exp.select("count(*)").from_(target.table()).where("status IS NOT NULL").sql("duckdb")).fetchone()[0]
+    return StatusCounts(classified.total, int(invalid))
+
+
+def _request_column(con: Any, relation: Relation) -> str:
+    rows = con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
+        "AND lower(column_name) = 'request'", [relation.schema, relation.name]).fetchall()
+    if not rows:
+        raise RequestTableError(f"The request table {relation} has no column named 'request'.")
+    return rows[0][0]
+
+
+class _duckdb_session:
+    """The DuckDB connection to validate on (the adapter's, or the one given), DuckDB
+    errors as WarehouseError naming the table, scratch tables dropped at the end."""
+
+    def __init__(self, adapter: Any, relation: Relation):
+        self.adapter, self.relation = adapter, relation
+
+    def __enter__(self):
+        import duckdb
+
+        adapter = self.adapter
+        self.con = adapter if isinstance(adapter, duckdb.DuckDBPyConnection) else adapter.cursor()
+        kind = self.con.execute(
+            "SELECT table_type FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+            [self.relation.schema, self.relation.name]).fetchall()
+        return self.con, bool(kind) and kind[0][0] == "VIEW"
+
+    def __exit__(self, kind, error, tb):
+        import duckdb
+
+        from bqbatch_sql import validate_duckdb as vd
+
+        try:
+            for sql in vd.drop_scratch_sql():
+                self.con.execute(sql)
+        except duckdb.Error:
+            if error is None:
+                raise
+        if isinstance(error, duckdb.Error):
+            raise WarehouseError(f"Validating the requests of {self.relation} failed in DuckDB: {error}") from error
+        return False
 
 
 def _key_columns(key_columns: list[str] | None, passthrough: list[Column], relation: Relation,

@@ -17,7 +17,9 @@ from bqbatch_sql import request_rules as rules
 from bqbatch_sql.adapters.duckdb import DuckDBAdapter
 from bqbatch_sql.errors import ConfigError, RequestTableError
 from bqbatch_sql.nodes import Relation
-from bqbatch_sql.validate import ValidationReport, check_request_table, request_status_sql, validate_relation
+from bqbatch_sql.validate import (
+    ValidationReport, check_request_table, materialize_statuses, request_status_sql, validate_relation,
+)
 
 SEED_STATUS = ('Bad Request: {"error": {"code": 400, "message": "Please use a valid role: user, model.", '
                '"status": "INVALID_ARGUMENT"}}')
@@ -214,8 +216,9 @@ def catalog_results(adapter):
     rel = load(adapter, "catalog", [r for _, r, _, _ in CATALOG])
     p = exp.column("p")
     inner = exp.select(exp.column("id"), rules.problem_sql(exp.column("request"), "duckdb").as_("p")).from_(rel.table())
-    status = rules._case([(rules._not_null(p), rules.status_sql(p, "duckdb"))])
-    query = exp.select(rules.DuckDBOps().at(p, 1), rules.message_sql(p, "duckdb"), status).from_(inner.subquery("c")).order_by("id")
+    status = exp.Case(ifs=[exp.If(this=p.is_(exp.Null()).not_(), true=rules.status_sql(p, "duckdb"))])
+    code = exp.Bracket(this=p, expressions=[exp.Literal.number(1)], offset=1)
+    query = exp.select(code, rules.message_sql(p, "duckdb"), status).from_(inner.subquery("c")).order_by("id")
     rows = adapter.fetchall(query)
     return [(code, message) for code, message, _ in rows], [s for _, _, s in rows]
 
@@ -249,33 +252,99 @@ def test_valid_requests_have_no_status(adapter, column_type):
     assert statuses(adapter, rel) == [None] * len(VALID)
 
 
-def test_fast_path_is_never_true_for_a_bad_request(adapter):
-    """The DuckDB shortcut may only skip rows the full checks accept."""
-    rel = load(adapter, "fast_bad", [r for _, r, _, _ in CATALOG if r is not None and r != "{contents: ["])
-    fast = rules.duckdb_fast_valid(rules.DuckDBOps(), exp.column("request"))
+def full_statuses(adapter: DuckDBAdapter, relation: Relation) -> list[str | None]:
+    """Every row's status from the full checks alone (no fast path), in id order."""
+    p = exp.column("p")
+    inner = exp.select("id", rules.request_problem(exp.column("request"), "duckdb", fast=False).as_("p")).from_(relation.table())
+    status = exp.Case(ifs=[exp.If(this=p.is_(exp.Null()).not_(), true=rules.status_sql(p, "duckdb"))])
+    return [r[0] for r in adapter.fetchall(exp.select(status).from_(inner.subquery("c")).order_by("id"))]
+
+
+def fast_statuses(adapter: DuckDBAdapter, relation: Relation) -> list[str | None]:
+    """Every row's status through materialize_statuses (fast path + full checks on the rest), in id order."""
+    target = relation.with_name(relation.name + "_statuses")
+    materialize_statuses(adapter, relation, target, keep_columns=True)
+    return [r[0] for r in adapter.fetchall(exp.select("status").from_(target.table()).order_by("id"))]
+
+
+def test_scalar_fast_path_is_never_true_for_a_bad_request(adapter):
+    """The DuckDB shortcut inside request_status_sql may only skip rows the full checks accept."""
+    rel = load(adapter, "fast_bad", [r for _, r, _, _ in CATALOG])
+    fast = rules.scalar_fast_valid(exp.column("request"))
     got = adapter.fetchall(exp.select(fast).from_(rel.table()).order_by("id"))
     assert [row[0] for row in got] == [False] * len(got)
 
 
-def test_fast_path_takes_the_common_shapes(adapter):
-    common = [VALID[0], VALID[1], VALID[2], VALID[3], VALID[7], VALID[8], VALID[18]]
+def test_scalar_fast_path_takes_requests_of_contents_and_system_instruction(adapter):
+    common = [VALID[0], VALID[1], VALID[7], VALID[8], VALID[10], VALID[11], VALID[12], VALID[17], VALID[18], VALID[19]]
     rel = load(adapter, "fast_good", common)
-    fast = rules.duckdb_fast_valid(rules.DuckDBOps(), exp.column("request"))
+    fast = rules.scalar_fast_valid(exp.column("request"))
     assert [row[0] for row in adapter.fetchall(exp.select(fast).from_(rel.table()).order_by("id"))] == [True] * len(common)
 
 
-def test_fast_path_agrees_with_full_checks_on_mutations(adapter):
-    """Every single-character change of a valid request: the shortcut never accepts
-    what the full checks refuse."""
-    base = VALID[2]
-    variants = sorted({base[:i] + c + base[i + 1:] for i in range(len(base)) for c in ('"', "1", "x", " ", "[", "_")})
-    rel = load(adapter, "mutations", variants)
-    full = rules._request_problem(rules.DuckDBOps(), exp.column("request"), fast=False)
-    fast = rules.duckdb_fast_valid(rules.DuckDBOps(), exp.column("request"))
-    query = exp.select(exp.column("request"), fast.as_("fast"), full.as_("full")).from_(rel.table()).where("json_valid(request)")
-    rows = adapter.fetchall(query)
-    assert rows
-    wrong = [(r, p) for r, f, p in rows if f and p is not None]
+def test_materialized_statuses_equal_the_full_checks_on_the_catalog(adapter):
+    rel = load(adapter, "catalog_fast", VALID + [r for _, r, _, _ in CATALOG])
+    full = full_statuses(adapter, rel)
+    assert full[: len(VALID)] == [None] * len(VALID)
+    assert fast_statuses(adapter, rel) == full
+
+
+def test_fast_path_vouches_for_the_common_shapes(adapter):
+    """Rows the gemini_request macro, the seeds and json.dumps write never pay for the full
+    checks: their heads match and their tails are checked once per distinct value."""
+    from bqbatch_sql import validate_duckdb as vd
+
+    common = [r for i, r in enumerate(VALID) if i not in (9, 16)] + [
+        json.dumps({"system_instruction": {"parts": [{"text": "You are a chef."}]}, "contents": [TEXT]}),
+        json.dumps({"contents": [TEXT]}, separators=(",", ":")) * 1,
+    ] + [MACRO_ROW] * 50
+    rel = load(adapter, "common", common)
+    con = adapter.cursor()
+    try:
+        _, classified = vd.run(con, rel, "request")
+        assert classified.checked_rows == 0
+        assert classified.total == len(common)
+    finally:
+        for sql in vd.drop_scratch_sql():
+            con.execute(sql)
+
+
+MACRO_ROW = ('{"contents":[{"role":"user","parts":[{"fileData":{"fileUri":"gs://b/menu.pdf","mimeType":"application/pdf"}},'
+             '{"text":"Summarize the menu."}]}],"systemInstruction":{"parts":[{"text":"You are a chef."}]},'
+             '"generationConfig":{"temperature":0.2,"maxOutputTokens":1024,"responseMimeType":"application/json",'
+             '"responseSchema":{"type":"OBJECT","properties":{"dish":{"type":"STRING"}}}},'
+             '"safetySettings":[{"category":"HARM_CATEGORY_HATE_SPEECH","threshold":"BLOCK_ONLY_HIGH"}],"labels":{"team":"menu"}}')
+
+# Requests whose every small change is compared between the two paths: each stresses a
+# different part of the fast path (the head pattern, the tail, the spellings, whitespace).
+MUTATION_BASES = [
+    VALID[2],
+    VALID[1],
+    MACRO_ROW,
+    json.dumps({"system_instruction": {"role": "x", "parts": [{"text": "Be brief."}]},
+                "contents": [{"parts": [{"inline_data": {"mime_type": "image/png", "data": "iVBO"}}], "role": "model"}]}),
+    r'{"contents":[{"role":"user","parts":[{"text":"a\"b\\c\u00e9\ud83d\ude00 \/"}]}],"generation_config":{"top_p":0.5}}',
+]
+
+
+def _mutations(base: str) -> list[str]:
+    chars = ('"', "1", "x", " ", "[", "{", "}", ",", ":", "_", "\\", "\n", "\x0c")
+    out = {base[:i] + c + base[i + 1:] for i in range(len(base)) for c in chars}  # replace one character
+    out |= {base[:i] + base[i + 1:] for i in range(len(base))}  # drop one
+    out |= {base[:i] + c + base[i:] for i in range(0, len(base), 3) for c in (" ", ",", '"a":1,')}  # insert
+    return sorted(out)
+
+
+@pytest.mark.parametrize("b", range(len(MUTATION_BASES)))
+def test_fast_path_agrees_with_full_checks_on_mutations(adapter, b):
+    """Every small change of a request: the statuses through the fast path are exactly the
+    full checks' (valid or not, same message)."""
+    variants = _mutations(MUTATION_BASES[b])
+    rel = load(adapter, f"mutations_{b}", variants)
+    full = full_statuses(adapter, rel)
+    assert full.count(None) > 10 and len(full) - full.count(None) > 100  # both kinds are exercised
+    fast = fast_statuses(adapter, rel)
+    wrong = [(variants[i], f, g) for i, (f, g) in enumerate(zip(fast, full)) if f != g]
     assert wrong == []
 
 

@@ -1,0 +1,171 @@
+"""DuckDB fast path of request validation (stage: validate).
+
+The full checks (`request_sql`) cost tens of microseconds a row in DuckDB: lists and
+lambdas per JSON object, each JSON read a fresh parse. A batch of a million rows
+needs something cheaper for the rows that are fine, which is nearly all of them.
+
+A request splits in two parts that behave differently across a batch:
+- the *head*, `contents` and the system instruction, differs on every row;
+- the *tail*, every other root member (generationConfig, responseSchema,
+  safetySettings, labels, tools, ...), is nearly always the same on every row
+  (the gemini_request macro writes them as constants).
+
+The head is checked on the raw text by one regular expression (RE2, linear time, no
+JSON parse), generated from the spec (`request_spec`): the JSON grammar for strings
+and whitespace, then contents/parts/fileData/inlineData objects with their known
+keys in either spelling and any order, the role values, non-empty text, a mimeType
+where one is needed, a file URI of the accepted kinds, base64 data. What it matches
+is valid JSON that the full checks accept. `regexp_replace` cuts the head off: what
+remains is the tail text, and rows are grouped by it. Each distinct tail is checked
+once, by the full checks, as part of a small request: a valid content, then the tail
+(`synthesized_request`). Its verdict -- problem and message included -- is the
+verdict of every row of the group: the full checks look at the root's keys, then
+contents, then the other members, so a row with a sound head fails exactly where
+its tail fails.
+
+Rows the pattern does not match (an unusual shape, or a problem in the head) say
+nothing; they go to the full checks, which have the final word and the exact
+message. Tests check the guarantee on every catalog entry and on thousands of
+mutations: the fast path's statuses equal the full checks' on every row.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+from sqlglot import exp
+
+from bqbatch_sql import request_spec as spec
+from bqbatch_sql.request_sql_ops import BASE64, _and, _fn, _in, _lit, _not, _num
+
+# -- the JSON grammar (RFC 8259) as RE2 pieces: exact, so what they match is JSON -----
+
+WS = r"[ \t\n\r]*"  # JSON whitespace only (RE2's \s would also take \f and \v)
+_CHAR = r'[^"\\\x00-\x1f]'
+# \u escapes: no lone surrogates (a JSON parser may refuse them), pairs allowed
+_UNICODE = (r"u(?:[0-9a-ce-fA-CE-F][0-9a-fA-F]{3}|[dD][0-7][0-9a-fA-F]{2}"
+            r"|[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2})")
+_ESCAPE = r'\\(?:["\\/bfnrt]|' + _UNICODE + ")"
+STRING = f'"(?:{_CHAR}|{_ESCAPE})*"'
+NONEMPTY_STRING = f'"(?:{_CHAR}|{_ESCAPE})+"'
+# Values the full checks test as the API reads them (unescaped): only texts without
+# escapes are taken here, so the pattern sees what the API would.
+_PLAIN = r'[^"\\\x00-\x1f]'
+FILE_URI_VALUE = f'"(?:gs://{_PLAIN.replace("]", "/]")}+/{_PLAIN}+|https?://{_PLAIN.replace("]", "/]")}+{_PLAIN}*)"'
+BASE64_VALUE = f'"{BASE64}"'
+ROLE_VALUE = '"(?:' + "|".join(r for r in spec.ROLES if r) + ')?"'  # "" is the unset default
+
+# The head ends where the tail begins: at the root's next ',' or its closing '}'.
+TAIL_START = (",", "}")
+JSON_WS_START = ("{", " ", "\t", "\n", "\r")
+# A request the tail's check is made with: one valid content, then the tail.
+HEAD_STANDIN = '{"contents":[{"role":"user","parts":[{"text":"x"}]}]'
+
+
+def _key(f: spec.Field) -> str:
+    return '"(?:' + "|".join(f.aliases) + ')"'
+
+
+def _member(f: spec.Field, value: str) -> str:
+    return _key(f) + WS + ":" + WS + value
+
+
+def _seq(*items: str) -> str:
+    return (WS + "," + WS).join(items)
+
+
+def _opt(item: str, after: bool = False) -> str:
+    """An optional member before (or after) the others."""
+    return f"(?:{WS},{WS}{item})?" if after else f"(?:{item}{WS},{WS})?"
+
+
+def _pair_object(a: str, b: str, optional: str) -> str:
+    """An object of members a and b (either order) and, anywhere, an optional one.
+
+    The optional member may come twice: the full checks read the first of a repeated
+    key, and both must match here, so that is safe; a or b twice is not matched."""
+    body = _opt(optional) + "(?:" + _seq(a, _opt(optional) + b) + "|" + _seq(b, _opt(optional) + a) + ")" + _opt(optional, True)
+    return r"\{" + WS + body + WS + r"\}"
+
+
+def _list(item: str, *, empty: bool = False) -> str:
+    items = item + "(?:" + WS + "," + WS + item + ")*"
+    return r"\[" + WS + (f"(?:{items})?" if empty else items) + WS + r"\]"
+
+
+@functools.lru_cache(maxsize=1)
+def head_pattern() -> str:
+    """The head of a request the full checks accept, anchored at the start of the text.
+
+    Kept small on purpose: RE2 runs a pattern this size as a DFA (about a microsecond a
+    row); a pattern a few times larger outgrows the DFA's memory and runs ten times slower."""
+    blob, file_data = spec.BLOB, spec.FILE_DATA
+    mime = lambda m: _member(m.get("mimeType"), NONEMPTY_STRING)  # noqa: E731  (a mimeType is required, non-empty)
+    display = lambda m: _member(m.get("displayName"), STRING)  # noqa: E731
+    data = {
+        "text": _member(spec.PART.get("text"), NONEMPTY_STRING),  # an empty text is refused
+        "inlineData": _member(spec.PART.get("inlineData"), _pair_object(
+            mime(blob), _member(blob.get("data"), BASE64_VALUE), display(blob))),
+        "fileData": _member(spec.PART.get("fileData"), _pair_object(
+            mime(file_data), _member(file_data.get("fileUri"), FILE_URI_VALUE), display(file_data))),
+    }
+    assert set(data) <= set(spec.DATA_FIELDS)
+    # a part holds exactly one data field
+    part = r"\{" + WS + "(?:" + "|".join(data.values()) + ")" + WS + r"\}"
+    content, request = spec.CONTENT, spec.REQUEST
+    role = _member(content.get("role"), ROLE_VALUE)
+    # role before or after parts (or both: the first is read, both must be valid)
+    turn = r"\{" + WS + _opt(role) + _member(content.get("parts"), _list(part)) + _opt(role, True) + WS + r"\}"
+    # a system instruction: its role is ignored (but must be text), its parts may be empty
+    system_role = _member(content.get("role"), STRING)
+    system = (r"\{" + WS + _opt(system_role) + _member(content.get("parts"), _list(part, empty=True))
+              + _opt(system_role, True) + WS + r"\}")
+    contents = _member(request.get("contents"), _list(turn))
+    system_member = _member(request.get("systemInstruction"), system)
+    # before or after contents (both spellings at once: see `head_ok_sql`)
+    return "^" + WS + r"\{" + WS + _opt(system_member) + contents + _opt(system_member, True) + WS
+
+
+def tail_sql(raw: exp.Expression) -> exp.Expression:
+    """The request text without its head: starts with ',' or '}' when the head matched
+    (the text is unchanged, so starts with '{' or whitespace, when it did not)."""
+    return exp.Anonymous(this="regexp_replace", expressions=[raw, _lit(head_pattern()), _lit("")])
+
+
+def head_ok_sql(raw: exp.Expression, tail: exp.Expression) -> exp.Expression:
+    """The head matched (and the request is within the size limit); FALSE for NULL."""
+    spellings = [_fn("contains", raw.copy(), _lit(json.dumps(a))) for a in spec.REQUEST.get("systemInstruction").aliases]
+    cond = _and(
+        _in(_fn("left", raw, _num(1)), JSON_WS_START),
+        _in(_fn("left", tail, _num(1)), TAIL_START),
+        exp.LTE(this=_fn("strlen", raw.copy()), expression=_num(spec.MAX_REQUEST_BYTES)),
+        # the pattern takes a system instruction before and after contents: in both
+        # spellings at once the full checks refuse it (and it may also be just a text)
+        _not(_and(*spellings)),
+    )
+    return exp.Coalesce(this=cond, expressions=[exp.false()])
+
+
+def tail_groupable_sql(tail: exp.Expression) -> exp.Expression:
+    """A tail that names a system instruction cannot be checked apart from the head (the
+    camelCase/snake_case pair would be split between them): its rows take the full checks."""
+    return _and(*[_not(_fn("contains", tail, _lit(json.dumps(a)))) for a in spec.REQUEST.get("systemInstruction").aliases])
+
+
+def synthesized_request(tail: exp.Expression) -> exp.Expression:
+    """The request the tail's check runs on: a valid head, then the tail."""
+    return exp.DPipe(this=_lit(HEAD_STANDIN), expression=tail, safe=True)
+
+
+def scalar_fast_valid(request: exp.Expression) -> exp.Expression:
+    """TRUE only for a request the full checks accept, as one scalar expression (no
+    grouping): a sound head and nothing after it."""
+    raw = exp.cast(request.copy(), exp.DataType.build("VARCHAR"))
+    tail = tail_sql(raw.copy())
+    return _and(head_ok_sql(raw, tail.copy()), _fn("regexp_full_match", tail, _lit(r"\}" + WS)))
+
+
+def bare_tail_sql(tail: exp.Expression) -> exp.Expression:
+    """The tail holds nothing but the closing brace: the request is its head alone."""
+    return _fn("regexp_full_match", tail, _lit(r"\}" + WS))

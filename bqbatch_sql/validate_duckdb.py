@@ -1,0 +1,179 @@
+"""Request validation on DuckDB, a million rows at a time (stage: validate).
+
+Three statements, each a single pass, on one connection:
+1. classify: the fast path (`request_fast`) on every row -- one regular expression
+   cuts off the row's head; rows are grouped by what remains (the tail), each group
+   keeping its row ids; rows whose head does not match form their own group;
+2. check: the full checks (`request_sql`) on a compact table holding one small
+   request per distinct tail and the rows the fast path could not vouch for --
+   typically a few hundred rows out of a million, planned and run once;
+3. spread: each problem back onto its rows (a group's problem onto all its rows).
+
+What the rest of the program reads: per-row problems (`problems`), counts per kind
+and the first offending rows (`summary`), or a statuses table (`write_statuses`).
+Scratch tables are TEMP tables of the connection, under fixed names: a connection
+runs one validation at a time (DuckDB connections are not shared across threads).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+from sqlglot import exp
+
+from bqbatch_sql import request_fast as fast
+from bqbatch_sql.nodes import Relation
+from bqbatch_sql.request_sql import message_sql, request_problem, status_sql
+from bqbatch_sql.request_sql_ops import _and, _case, _not, _not_null
+
+GROUPS = "__bqbatch_v_groups"  # gid, ok, tail, n, rids
+CHECK = "__bqbatch_v_check"  # id, grp, request: what the full checks run on
+FOUND = "__bqbatch_v_found"  # id, grp, p: the problem of each checked request (NULL: valid)
+SOURCE = "__bqbatch_v_source"  # a snapshot when the input is a view (rowids need a table)
+_SCRATCH = (GROUPS, CHECK, FOUND, SOURCE)
+
+
+def _temp(name: str, alias: str | None = None) -> exp.Table:
+    # DuckDB keeps a connection's TEMP tables in the catalog "temp"
+    return exp.table_(name, db="main", catalog="temp", quoted=True, alias=alias)
+
+
+def _col(name: str, table: str | None = None) -> exp.Column:
+    return exp.column(name, table=table, quoted=True)
+
+
+def _create(name: str, query: exp.Query) -> exp.Create:
+    return exp.Create(this=_temp(name), kind="TABLE", expression=query, replace=True,
+                      properties=exp.Properties(expressions=[exp.TemporaryProperty()]))
+
+
+@dataclass
+class Classified:
+    total: int
+    groups: int  # distinct tails checked once each
+    checked_rows: int  # rows that took the full checks themselves
+
+
+def classify_sql(source: Relation, request: str) -> exp.Create:
+    """Statement 1: every row's head matched or not, rows grouped by their tail."""
+    raw = exp.cast(_col(request), exp.DataType.build("VARCHAR"))
+    rows = exp.select(exp.column("rowid").as_("rid"), raw.as_("raw")).from_(source.table())
+    cut = exp.select("rid", "raw", fast.tail_sql(exp.column("raw")).as_("tail")).from_(rows.subquery("r"))
+    ok = fast.head_ok_sql(exp.column("raw"), exp.column("tail"))
+    classified = exp.select("rid", ok.as_("ok"), "tail").from_(cut.subquery("c"))
+    tail = _case([(exp.column("ok"), exp.column("tail"))])
+    grouped = (exp.select(exp.column("ok"), tail.as_("tail"), exp.Count(this=exp.Star()).as_("n"),
+                          exp.func("list", exp.column("rid")).as_("rids"))
+               .from_(classified.subquery("k")).group_by(exp.column("ok"), tail.copy()))
+    # a tail naming a system instruction cannot be judged apart from the head
+    groupable = exp.Coalesce(this=exp.and_(exp.column("ok"), fast.tail_groupable_sql(exp.column("tail"))),
+                             expressions=[exp.false()])
+    numbered = exp.select(exp.Window(this=exp.RowNumber()).as_("gid"), groupable.as_("ok"), "tail", "n", "rids").from_(
+        grouped.subquery("g"))
+    return _create(GROUPS, numbered)
+
+
+def check_sql(source: Relation, request: str) -> exp.Create:
+    """Statement 2 (input): one request per distinct tail, and the rows the fast path left."""
+    g = _temp(GROUPS)
+    tails = (exp.select(exp.column("gid").as_("id"), exp.true().as_("grp"),
+                        fast.synthesized_request(exp.column("tail")).as_("request"))
+             .from_(g).where(exp.and_(exp.column("ok"), _not(fast.bare_tail_sql(exp.column("tail"))))))
+    left = exp.select(exp.Unnest(expressions=[exp.column("rids")])).from_(_temp(GROUPS)).where(_not(exp.column("ok")))
+    rows = (exp.select(exp.column("rowid").as_("id"), exp.false().as_("grp"),
+                       exp.cast(_col(request), exp.DataType.build("VARCHAR")).as_("request"))
+            .from_(source.table()).where(exp.In(this=exp.column("rowid"), query=left.subquery())))
+    return _create(CHECK, exp.union(tails, rows, distinct=False))
+
+
+@functools.lru_cache(maxsize=1)
+def found_sql() -> str:
+    """Statement 2: the full checks over the compact table. Rendered once per process:
+    the checks are a large tree (~0.3 s to build and render)."""
+    problem = request_problem(exp.column("request"), "duckdb", fast=False)
+    # Kept whole: a filter on p would make DuckDB plan and evaluate the checks twice.
+    return _create(FOUND, exp.select("id", "grp", problem.as_("p")).from_(_temp(CHECK))).sql("duckdb")
+
+
+def _bad_rows() -> exp.Select:
+    """(rid, p) of every invalid row: rows checked themselves, then the rows of failed groups."""
+    own = exp.select(exp.column("id").as_("rid"), "p").from_(_temp(FOUND)).where(_and(_not(exp.column("grp")), _not_null(exp.column("p"))))
+    spread = (exp.select(exp.Unnest(expressions=[_col("rids", "g")]).as_("rid"), _col("p", "f"))
+              .from_(_temp(FOUND, "f"))
+              .join(_temp(GROUPS, "g"), on=exp.and_(_col("grp", "f"), exp.EQ(
+                  this=_col("id", "f"), expression=_col("gid", "g")))).where(_not_null(_col("p", "f"))))
+    return exp.union(own, spread, distinct=False)
+
+
+def run(con: Any, source: Relation, request: str, *, is_view: bool = False) -> tuple[Relation, Classified]:
+    """Statements 1 and 2 on `con` (a DuckDB connection). Returns the relation the
+    row ids refer to (the source, or its snapshot when it is a view)."""
+    if is_view:  # a view has no rowid: read it once into a snapshot
+        con.execute(_create(SOURCE, exp.select("*").from_(source.table())).sql("duckdb"))
+        source = Relation("temp", "main", SOURCE)
+    con.execute(classify_sql(source, request).sql("duckdb"))
+    con.execute(check_sql(source, request).sql("duckdb"))
+    con.execute(found_sql())
+    total, groups = con.execute(exp.select("coalesce(sum(n), 0)", "count(*) FILTER (WHERE ok)").from_(_temp(GROUPS)).sql("duckdb")).fetchone()
+    checked = con.execute(exp.select("count(*) FILTER (WHERE NOT grp)").from_(_temp(CHECK)).sql("duckdb")).fetchone()[0]
+    return source, Classified(int(total), int(groups), int(checked))
+
+
+def counts_sql() -> str:
+    """Rows per kind of problem: a row checked itself counts 1, a failed group its rows."""
+    weighted = (exp.select(_col("p", "f"), exp.Coalesce(this=_col("n", "g"), expressions=[exp.Literal.number(1)]).as_("n"))
+                .from_(_temp(FOUND, "f"))
+                .join(_temp(GROUPS, "g"), on=exp.and_(_col("grp", "f"), exp.EQ(
+                    this=_col("id", "f"), expression=_col("gid", "g"))), join_type="left")
+                .where(_not_null(_col("p", "f"))))
+    code = exp.Bracket(this=exp.column("p"), expressions=[exp.Literal.number(1)], offset=1)
+    return (exp.select(code.as_("code"), exp.func("sum", exp.column("n")).as_("n"))
+            .from_(weighted.subquery("w")).group_by(code.copy())).sql("duckdb")
+
+
+def first_bad_sql(limit: int) -> str:
+    """The first `limit` invalid rows in table order, with their kind and message. A failed
+    group contributes its first rows only (its row ids are sorted, not the whole table)."""
+    own = exp.select(exp.column("id").as_("rid"), "p").from_(_temp(FOUND)).where(_and(_not(exp.column("grp")), _not_null(exp.column("p"))))
+    firsts = exp.func("list_slice", exp.func("list_sort", _col("rids", "g")), exp.Literal.number(1), exp.Literal.number(limit))
+    spread = (exp.select(exp.Unnest(expressions=[firsts]).as_("rid"), _col("p", "f"))
+              .from_(_temp(FOUND, "f"))
+              .join(_temp(GROUPS, "g"), on=exp.and_(_col("grp", "f"), exp.EQ(
+                  this=_col("id", "f"), expression=_col("gid", "g")))).where(_not_null(_col("p", "f"))))
+    first = exp.select("rid", "p").from_(exp.union(own, spread, distinct=False).subquery("b")).order_by("rid").limit(limit)
+    code = exp.Bracket(this=exp.column("p"), expressions=[exp.Literal.number(1)], offset=1)
+    return exp.select("rid", code.as_("code"), message_sql(exp.column("p"), "duckdb").as_("message")).from_(
+        first.subquery("x")).order_by("rid").sql("duckdb")
+
+
+def write_statuses_sql(source: Relation, target: Relation) -> list[str]:
+    """(rid, status) for every row of the source in table order: NULL first, then the
+    problems' statuses written onto the invalid rows (an UPDATE keeps the order)."""
+    create = exp.Create(this=target.table(), kind="TABLE", replace=True, expression=exp.select(
+        exp.column("rowid").as_("rid"), exp.cast(exp.Null(), exp.DataType.build("VARCHAR")).as_("status")).from_(source.table()))
+    if target.database == "temp":
+        create.set("properties", exp.Properties(expressions=[exp.TemporaryProperty()]))
+    bad = exp.select("rid", status_sql(exp.column("p"), "duckdb").as_("status")).from_(_bad_rows().subquery("b"))
+    update = exp.Update(this=target.table(), expressions=[exp.EQ(this=exp.column("status"), expression=_col("status", "b"))],
+                        from_=exp.From(this=bad.subquery("b")),
+                        where=exp.Where(this=exp.EQ(this=exp.column("rid", table=target.name, quoted=True), expression=_col("rid", "b"))))
+    return [create.sql("duckdb"), update.sql("duckdb")]
+
+
+def join_columns_sql(source: Relation, statuses: Relation, target: Relation) -> str:
+    """Every column of the source, then its status, in table order: both tables are read in
+    their order and paired by position (a join would reorder the rows). A mismatch of row
+    ids stops the statement rather than pair a status with the wrong row."""
+    guard = exp.Case(ifs=[exp.If(this=exp.NullSafeEQ(this=_col("rid", "st"), expression=exp.column("rowid", "s")).not_(),
+                                 true=exp.func("error", exp.Literal.string(
+                                     "bqbatch validation: statuses out of step with the request rows")))],
+                     default=_col("status", "st"))
+    query = exp.select(exp.column(exp.Star(), table="s"), guard.as_("status")).from_(source.table(alias="s"))
+    query.append("joins", exp.Join(this=statuses.table(alias="st"), method="POSITIONAL"))
+    return exp.Create(this=target.table(), kind="TABLE", replace=True, expression=query).sql("duckdb")
+
+
+def drop_scratch_sql() -> list[str]:
+    return [exp.Drop(tables=[_temp(name)], kind="TABLE", exists=True).sql("duckdb") for name in _SCRATCH]
