@@ -205,12 +205,16 @@ def dry_run_lines(ctx: Any, compiled: list[Any]) -> tuple[list[str], int]:
     for result in compiled:
         name = result.model.name
         try:
+            # From the compiled BigQuery SQL: `compile` keeps no tree for a model its check cache vouched for.
             if hasattr(adapter, "dry_run"):
-                size = adapter.dry_run(result.query)
+                size = adapter.dry_run(result.bigquery_sql)
                 lines.append(f"  OK    {name}: would process {_bytes(size)}")
             else:
-                # The query is in the target's dialect already; EXPLAIN plans it without running it.
-                adapter.fetchall(f"EXPLAIN {result.query.sql(dialect=adapter.dialect)}")
+                from bqbatch_sql.compile import transpile
+
+                # EXPLAIN plans the query without running it.
+                sql = transpile(result.bigquery_sql, adapter.dialect, path=result.model.path, model=name)
+                adapter.fetchall(f"EXPLAIN {sql}")
                 lines.append(f"  OK    {name}: planned by {adapter.dialect}")
         except BqbatchError as e:
             failures += 1

@@ -40,6 +40,11 @@ class Runner:
         self._schema_lock = threading.Lock()
         # Set on Ctrl-C: workers waiting for batch jobs stop waiting; nodes not started are dropped.
         self.interrupted = threading.Event()
+        if not self.options.wait and not getattr(ctx.predictor, "detached_jobs", False):
+            # This predictor's jobs run inside this process and would die with it: wait for them.
+            self.options.wait = True
+            reporter.line(f"--no-wait has no effect with predictor '{ctx.predictor.name}': its jobs run inside "
+                          f"bqbatch, so this run waits for them.")
 
     def run(self) -> list[NodeResult]:
         graph = self.manifest.graph

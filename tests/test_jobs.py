@@ -65,11 +65,11 @@ def test_job_commands_on_the_local_target(make_project, cli):
     assert waited.exit_code == 0 and "no live job to wait for" in waited.output and "is SUCCEEDED" in waited.output
     assert "answers: no live job (last job projects/local/" in cli("cancel", "--project-dir", root).output
 
-    # --no-wait submits and returns; the local predictor's jobs end with their process, and wait says so.
-    submitted = cli("run", "--project-dir", root, "--full-refresh", "--no-wait")
-    assert submitted.exit_code == 0 and "(--no-wait)" in submitted.output
-    lost = cli("wait", "--project-dir", root, "-s", "answers")
-    assert lost.exit_code == 0 and "The local predictor knows no job" in lost.output
+    # The local predictor's jobs run inside bqbatch and end with it: --no-wait waits, and says why.
+    waited = cli("run", "--project-dir", root, "--full-refresh", "--no-wait")
+    assert waited.exit_code == 0, waited.output
+    assert "--no-wait has no effect with predictor 'local'" in waited.output
+    assert "OK    batch_prediction main.answers [2 rows" in waited.output
 
 
 def test_compile_validate_plans_every_model_on_duckdb(make_project, cli):

@@ -37,6 +37,8 @@ class VertexPredictor:
     """Vertex AI batch prediction, BigQuery in and out (implements `Predictor`)."""
 
     name: ClassVar[str] = "vertex"
+    # Jobs run in Google Cloud, not in this process: `--no-wait` may return and a later run re-attach.
+    detached_jobs: ClassVar[bool] = True
 
     def __init__(
         self,
