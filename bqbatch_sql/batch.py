@@ -18,7 +18,7 @@ import orjson
 from sqlglot import exp
 
 from bqbatch_sql.compile import parse_model_sql, to_dialect, transpile
-from bqbatch_sql import jobs, output_check
+from bqbatch_sql import cost, incremental, jobs, output_check, rowsql, sharding
 from bqbatch_sql.compiled import CompiledModel
 from bqbatch_sql.errors import JobNotFoundError, PredictorError, RequestTableError
 from bqbatch_sql.ledger import LIVE_STATES
@@ -61,44 +61,72 @@ def run_batch_prediction(runner: "Runner", compiled: CompiledModel, result: "Nod
     reporter = runner.reporter
 
     options = runner.options
+    if getattr(options, "dry_run", False):  # `bqbatch run --dry-run`: rows, tokens and cost; submit nothing
+        return cost.dry_run(runner, compiled, result)
+    if getattr(options, "retry", False):  # `bqbatch retry`: resubmit failed and missing rows
+        from bqbatch_sql.retry import retry_model
+
+        return retry_model(runner, compiled, result)
     attach_only = getattr(options, "attach_only", False)  # `bqbatch wait`: finish submitted jobs, submit none
+    wait = getattr(options, "wait", True)
     writes_table = getattr(predictor, "writes_table", True)
     job: BatchJob | None = None
+    group: sharding.Group | None = None
+    kind = "full"  # or "incremental" / "retry": the job predicts only some rows, merged into the output
     source, destination = requests, output
     lost: JobNotFoundError | None = None
     entry = ledger.latest(model.unique_id, fp)
     if entry is None and attach_only:
         entry = ledger.latest(model.unique_id)  # the job that was submitted, even if the model changed since
-    # A live job is re-attached even on --full-refresh: it is never paid for twice.
-    if entry and entry.state in LIVE_STATES:
+    # Live jobs are re-attached even on --full-refresh: never paid for twice. A sharded
+    # submission goes on shard by shard (`bqbatch wait` also submits its remaining shards).
+    if entry and entry.shard is not None:
+        group = sharding.resume_group(ctx, model.unique_id, entry.fingerprint,
+                                      checksum=entry.data_checksum if attach_only else None, live_only=not attach_only)
+        if group is not None:
+            kind, source = group.kind, group.source
+            reporter.plain(f"    {model.name}: re-attached to sharded submission {group.group_id} "
+                           f"({sum(s.finished for s in group.shards)} of {group.count} shards done)")
+    elif entry and entry.state in LIVE_STATES:
         try:
             job = predictor.get(entry.job_name)
             source = output.with_name(entry.source.rsplit(".", 1)[-1])
             destination = output.with_name(entry.destination.rsplit(".", 1)[-1])
+            kind = entry.kind or "full"
             reporter.plain(f"    {model.name}: re-attached to live job {job.name} ({job.state.short})")
         except JobNotFoundError as e:
             job, lost = None, e
-    if job is None and attach_only:
+    if job is None and group is None and attach_only:
         result.status = "skipped"
         result.message = str(lost) if lost else jobs.nothing_to_wait_for(entry)
         return
     checksum = entry.data_checksum if entry else None
-    invalid_held_back = source != requests
-    if job is None:
+    basis = incremental.rows_relation(output, kind)  # the rows this job's output must hold, one each
+    invalid_held_back = source != basis
+    if job is None and group is None:
         adapter.create_table_as(requests, compiled.query)
         from bqbatch_sql.validate import check_request_table, validate_relation
 
         check_request_table(adapter, requests, model=model.name, path=model.path)
         checksum = _data_checksum(adapter, requests)
         if (entry and entry.state in jobs.FINISHED_STATES and entry.data_checksum == checksum and not full_refresh
-                and entry.destination == str(output) and adapter.table_exists(output)):
+                and not cfg.incremental and entry.destination == str(output) and adapter.table_exists(output)):
             result.message = f"up to date: job {entry.job_name} already predicted these rows"
             result.rows = entry.total
             result.batch = _summary(adapter, output, entry.job_name, entry.state, reused=True)
             _parsed_view(runner, compiled, requests)
             return
+        delta, _ = incremental.plan(adapter, model, requests, output, full_refresh=full_refresh,
+                                    rows=incremental.rows_relation(output, "incremental"))
+        if delta is not None:
+            kind, basis = "incremental", delta.rows
+            if delta.submit == 0:
+                return incremental.nothing_to_submit(runner, compiled, result, delta, entry, fp, checksum)
+            reporter.plain(f"    {model.name}: {delta.describe()}")
+        source = basis
+        cost.guard(ctx, model, basis, adapter.row_count(basis), output if delta is not None else None)
         if cfg.on_invalid in ("fail", "skip"):
-            report = validate_relation(adapter, requests, model=model.name, path=model.path, key_columns=cfg.key_columns)
+            report = validate_relation(adapter, basis, model=model.name, path=model.path, key_columns=cfg.key_columns)
             if report.invalid and cfg.on_invalid == "fail":
                 raise RequestTableError(
                     f"Model '{model.name}' ({model.path}): {report.invalid:,} of {report.total:,} requests are invalid; "
@@ -106,58 +134,119 @@ def run_batch_prediction(runner: "Runner", compiled: CompiledModel, result: "Nod
                     f"submit the valid rows and record the invalid ones with their status."
                 )
             if report.invalid:
-                source = requests.with_name(f"{output.name}__requests_valid")
-                _split_valid(adapter, requests, source)
+                source = basis.with_name(f"{basis.name}_valid")
+                _split_valid(adapter, basis, source)
                 invalid_held_back = True
         # Vertex writes only into a new table: the old output stays readable until the new one replaces it.
         if writes_table:
             destination = output_check.choose_destination(adapter, output, fp)
-        spec = BatchJobSpec(
-            model_id=cfg.model, source=source, destination=destination,
-            display_name=f"bqbatch-{ctx.project.name}-{model.name}",
-            labels={"bqbatch_model": _label_value(model.name), "bqbatch_fingerprint": fp, **cfg.labels},
-            options=dict(cfg.predictor_options),
-        )
-        job = predictor.submit(spec)
-        ledger.record(model.unique_id, fp, checksum, predictor.name, job, source, destination)
-        reporter.plain(f"    {model.name}: submitted {job.name}")
-        if not getattr(options, "wait", True):
-            result.status = "skipped"
-            result.message = (f"submitted {job.name} and returned (--no-wait); `bqbatch wait -s {model.name}` "
-                              f"waits for it and builds {output}")
-            result.batch = jobs.batch_info(job, submitted=True)
-            return
+        shards = sharding.shard_count(adapter.row_count(source), sharding.job_limit(cfg, predictor))
+        if shards > 1:
+            if not writes_table:
+                raise PredictorError(
+                    f"Model '{model.name}' ({model.path}): {adapter.row_count(source):,} requests need {shards} jobs "
+                    f"(at most {sharding.job_limit(cfg, predictor):,} each), and sharded jobs need a BigQuery output "
+                    f"table: remove gcs_destination from the predictor, or split the model.")
+            group = (sharding.resume_group(ctx, model.unique_id, fp, checksum)
+                     or sharding.new_group(adapter, source, output, fp, shards, checksum, kind))
+        else:
+            job = predictor.submit(_spec(ctx, compiled, fp, source, destination))
+            ledger.record(model.unique_id, fp, checksum, predictor.name, job, source, destination, kind=kind)
+            reporter.plain(f"    {model.name}: submitted {job.name}")
+            if not wait:
+                result.status = "skipped"
+                result.message = (f"submitted {job.name} and returned (--no-wait); `bqbatch wait -s {model.name}` "
+                                  f"waits for it and builds {output}")
+                result.batch = jobs.batch_info(job, submitted=True)
+                return
 
-    try:
-        job = _wait(predictor, job, reporter, model.name, getattr(runner, "interrupted", None))
-    except jobs.Interrupted:
-        message = jobs.interrupted_message(predictor, job, model.name, getattr(options, "cancel_on_interrupt", False))
-        result.batch = jobs.batch_info(job, interrupted=True)
-        raise jobs.Interrupted(f"Model '{model.name}': {message}") from None
-    ledger.record(model.unique_id, fp, checksum, predictor.name, job, source, destination)
-    if job.state not in jobs.FINISHED_STATES:
-        result.batch = jobs.batch_info(job)
-        raise jobs.outcome_error(model, job, requests, output)
-    if not writes_table:
-        result.message = f"predictions written as JSONL under {predictor.gcs_destination} by {job.name}"
-        result.batch = jobs.batch_info(job)
-        return
+    if group is not None:
+        job = _run_group(runner, compiled, fp, group, result)
+        if job is None:
+            return  # --no-wait
+        destination = output_check.choose_destination(adapter, output, fp)
+        sharding.union_outputs(adapter, group, destination)
+    else:
+        try:
+            job = _wait(predictor, job, reporter, model.name, getattr(runner, "interrupted", None))
+        except jobs.Interrupted:
+            message = jobs.interrupted_message(predictor, job, model.name, getattr(options, "cancel_on_interrupt", False))
+            result.batch = jobs.batch_info(job, interrupted=True)
+            raise jobs.Interrupted(f"Model '{model.name}': {message}") from None
+        ledger.record(model.unique_id, fp, checksum, predictor.name, job, source, destination, kind=kind)
+        if job.state not in jobs.FINISHED_STATES:
+            result.batch = jobs.batch_info(job)
+            raise jobs.outcome_error(model, job, requests, output)
+        if not writes_table:
+            result.message = f"predictions written as JSONL under {predictor.gcs_destination} by {job.name}"
+            result.batch = jobs.batch_info(job)
+            return
     if invalid_held_back:
-        _append_invalid(adapter, requests, destination)
-    expected, actual = adapter.row_count(requests), adapter.row_count(destination)
+        _append_invalid(adapter, basis, destination)
+    expected, actual = adapter.row_count(basis), adapter.row_count(destination)
     if expected != actual:
-        differences = output_check.row_differences(adapter, requests, destination, cfg.key_columns)
+        differences = output_check.row_differences(adapter, basis, destination, cfg.key_columns)
         result.batch = jobs.batch_info(job)
         raise PredictorError(output_check.describe_count_mismatch(
             model.name, destination, output, job.name, expected, actual, differences))
-    if destination != output:
+    spent = cost.usage(ctx, cfg.model, destination)  # this run's predictions only, before they join the rest
+    if kind != "full":
+        key = incremental.row_key(adapter, requests, cfg, model)
+        incremental.merge(adapter, requests, output, destination, key, output)
+        rowsql.drop(adapter, destination, *{basis, source})
+        actual = adapter.row_count(output)
+        result.message = (f"predicted {expected:,} of {actual:,} rows ({kind}); the other "
+                          f"{max(0, actual - expected):,} kept their answers")
+    elif destination != output:
         output_check.swap_in(adapter, destination, output)
-        ledger.record(model.unique_id, fp, checksum, predictor.name, job, source, output)
+    ledger.record(model.unique_id, fp, checksum, predictor.name, job, source, output, kind=kind,
+                  shard_count=group.count if group else None, group_id=group.group_id if group else None,
+                  prompt_tokens=spent.prompt_tokens, output_tokens=spent.output_tokens + spent.thoughts_tokens,
+                  cost_usd=spent.cost_usd)
     if job.state == JobState.PARTIALLY_SUCCEEDED:
         result.message = jobs.partial_message(job, output)
     result.rows = actual
-    result.batch = _summary(adapter, output, job.name, job.state, reused=False)
+    result.batch = {**_summary(adapter, output, job.name, job.state, reused=False), **spent.fields(),
+                    "submitted_rows": expected, "kind": kind, **({"jobs": group.count} if group else {})}
     _parsed_view(runner, compiled, requests)
+
+
+def _spec(ctx, compiled: CompiledModel, fp: str, source: Relation, destination: Relation,
+          shard: str | None = None) -> BatchJobSpec:
+    model, cfg = compiled.model, compiled.model.config
+    labels = {"bqbatch_model": _label_value(model.name), "bqbatch_fingerprint": fp, **cfg.labels}
+    if shard is not None:
+        labels["bqbatch_shard"] = shard
+    return BatchJobSpec(
+        model_id=cfg.model, source=source, destination=destination,
+        display_name=f"bqbatch-{ctx.project.name}-{model.name}" + (f"-shard-{shard}" if shard is not None else ""),
+        labels=labels, options=dict(cfg.predictor_options),
+    )
+
+
+def _run_group(runner: "Runner", compiled: CompiledModel, fp: str, group: "sharding.Group",
+               result: "NodeResult") -> BatchJob | None:
+    """Submit and wait for a sharded submission; None after --no-wait. Raises when a shard did not succeed."""
+    ctx, model, options = runner.ctx, compiled.model, runner.options
+    try:
+        job = sharding.run_group(
+            ctx, model, fp, group, lambda s: _spec(ctx, compiled, fp, s.source, s.destination, str(s.index)),
+            reporter=runner.reporter, interrupted=getattr(runner, "interrupted", None),
+            wait=getattr(options, "wait", True), cancel_on_interrupt=getattr(options, "cancel_on_interrupt", False))
+    except jobs.Interrupted:
+        result.batch = {"state": "interrupted", "interrupted": True, "jobs": group.count}
+        raise
+    if not getattr(options, "wait", True):
+        submitted = sum(s.job is not None for s in group.shards)
+        result.status = "skipped"
+        result.message = (f"submitted {submitted} of {group.count} shard jobs and returned (--no-wait); "
+                          f"`bqbatch wait -s {model.name}` waits for them, submits the rest and builds {compiled.relation}")
+        result.batch = jobs.batch_info(job, submitted=True)
+        return None
+    if job.state not in jobs.FINISHED_STATES:
+        result.batch = jobs.batch_info(job)
+        raise sharding.outcome_error(model, group, compiled.relation)
+    return job
 
 
 def validate_model(ctx, compiled: CompiledModel):
@@ -219,33 +308,41 @@ def _data_checksum(adapter, relation: Relation) -> str:
     return f"{count}:{digest}"
 
 
-def _status_expr(adapter, requests: Relation) -> exp.Expression:
-    from bqbatch_sql.validate import request_status_sql
+def _with_statuses(adapter, requests: Relation, scratch: Relation, use) -> None:
+    """`use(checked)` with `checked` = every row of `requests` and its status, the validator's
+    fast way (on DuckDB the full rules run only on the rows its fast path cannot vouch for)."""
+    from bqbatch_sql.validate import materialize_statuses
 
-    kind = next(c.data_type for c in adapter.columns(requests) if c.name.lower() == "request")
-    return request_status_sql(exp.column("request", quoted=True), adapter.dialect, request_type=kind)
+    materialize_statuses(adapter, requests, scratch, keep_columns=True)
+    try:
+        use(scratch)
+    finally:
+        adapter.drop_relation(scratch)
 
 
 def _split_valid(adapter, requests: Relation, valid: Relation) -> None:
-    status = _status_expr(adapter, requests)
-    query = exp.select("*").from_(requests.table()).where(exp.Is(this=status, expression=exp.Null()))
-    adapter.create_table_as(valid, query)
+    columns = [exp.column(c.name, quoted=True) for c in adapter.columns(requests)]
+    _with_statuses(adapter, requests, valid.with_name(f"{valid.name}__checked"), lambda checked: adapter.create_table_as(
+        valid, exp.select(*columns).from_(checked.table()).where(exp.Is(this=exp.column("status"), expression=exp.Null()))))
 
 
 def _append_invalid(adapter, requests: Relation, output: Relation) -> None:
     """Rows held back by on_invalid='skip' join the output with their status, as Vertex would write them."""
     columns = [c.name for c in adapter.columns(requests)]
-    status = _status_expr(adapter, requests)
-    select = exp.select(
-        *[exp.column(c, quoted=True) for c in columns],
-        exp.cast(exp.Null(), exp.DataType.build("JSON")).as_("response"),
-        status.copy().as_("status"),
-        exp.CurrentTimestamp().as_("processed_time"),
-    ).from_(requests.table()).where(exp.Not(this=exp.Is(this=status, expression=exp.Null())))
-    insert = exp.insert(select, output.table(), columns=[*columns, *BATCH_COLUMNS])
-    for ident in insert.find_all(exp.Identifier):
-        ident.set("quoted", True)
-    adapter.execute(insert)
+
+    def append(checked: Relation) -> None:
+        select = exp.select(
+            *[exp.column(c, quoted=True) for c in columns],
+            exp.cast(exp.Null(), exp.DataType.build("JSON")).as_("response"),
+            exp.column("status"),
+            exp.CurrentTimestamp().as_("processed_time"),
+        ).from_(checked.table()).where(exp.Not(this=exp.Is(this=exp.column("status"), expression=exp.Null())))
+        insert = exp.insert(select, output.table(), columns=[*columns, *BATCH_COLUMNS])
+        for ident in insert.find_all(exp.Identifier):
+            ident.set("quoted", True)
+        adapter.execute(insert)
+
+    _with_statuses(adapter, requests, output.with_name(f"{output.name}__checked"), append)
 
 
 def _summary(adapter, output: Relation, job_name: str, state: JobState, reused: bool) -> dict[str, Any]:

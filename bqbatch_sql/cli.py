@@ -117,18 +117,42 @@ def _job_options(func):
 @_selection
 @click.option("--threads", type=int, default=None, help="Nodes to run at once (default: the target's threads).")
 @click.option("--full-refresh", is_flag=True, help="Rebuild everything, predictions included.")
+@click.option("--dry-run", is_flag=True,
+              help="For each selected batch model, print the rows a run would submit, their estimated tokens and "
+                   "cost; build and submit nothing.")
 @_job_options
 @_handle_errors
-def run(project_dir, profiles_dir, target, vars_, debug, select, exclude, threads, full_refresh, no_wait,
+def run(project_dir, profiles_dir, target, vars_, debug, select, exclude, threads, full_refresh, dry_run, no_wait,
         cancel_on_interrupt):
     """Run the selected models in dependency order (views, tables, batch predictions).
 
     A batch job that is still running from an earlier run (same model, same SQL) is
-    re-attached, never submitted twice. Exit codes: 0 ok, 1 error, 2 a job ended
-    PARTIALLY_SUCCEEDED, 3 a job is PAUSED, 130 interrupted.
+    re-attached, never submitted twice. An incremental model submits only its new,
+    changed and failed rows. Exit codes: 0 ok, 1 error (or, with --dry-run, a budget
+    the run would exceed), 2 a job ended PARTIALLY_SUCCEEDED, 3 a job is PAUSED,
+    130 interrupted.
     """
     _run_nodes({"model"}, project_dir, profiles_dir, target, vars_, debug, select, exclude, threads, full_refresh,
-               wait=not no_wait, cancel_on_interrupt=cancel_on_interrupt)
+               command="run", wait=not no_wait, cancel_on_interrupt=cancel_on_interrupt, dry_run=dry_run)
+
+
+@main.command()
+@_common
+@_selection
+@click.option("--threads", type=int, default=None, help="Models to retry at once.")
+@click.option("--cancel-on-interrupt", is_flag=True, help="On Ctrl-C, cancel the jobs being waited for.")
+@_handle_errors
+def retry(project_dir, profiles_dir, target, vars_, debug, select, exclude, threads, cancel_on_interrupt):
+    """Resubmit the rows of batch models that have no answer (a status, or missing), and merge the answers in.
+
+    Works on the request table and output the last run left (all batch models without
+    --select). Each model gets up to config(max_retries=...) attempts (default 3) and
+    stops early when an attempt makes no progress. Exit codes: 0 every row answered,
+    1 error, 2 some rows still fail, 130 interrupted.
+    """
+    selection = tuple(select) or ("config.materialized:batch_prediction",)
+    _run_nodes({"model"}, project_dir, profiles_dir, target, vars_, debug, selection, exclude, threads,
+               command="retry", retry=True, cancel_on_interrupt=cancel_on_interrupt)
 
 
 @main.command()
@@ -260,7 +284,10 @@ def wait_(project_dir, profiles_dir, target, vars_, debug, select, exclude, canc
 @_selection
 @_handle_errors
 def status(project_dir, profiles_dir, target, vars_, debug, select, exclude):
-    """Show the newest batch job of each selected batch_prediction model: state, counts, age, console link."""
+    """Show the newest batch job of each selected batch_prediction model: state, counts, age, console link;
+
+    then the tokens (from usageMetadata) and cost of each model's last finished run.
+    """
     from bqbatch_sql.jobs import status_rows
 
     ctx = _context(project_dir, profiles_dir, target, vars_)
@@ -271,11 +298,16 @@ def status(project_dir, profiles_dir, target, vars_, debug, select, exclude):
     if not rows:
         click.echo("No batch_prediction model is selected.")
         return
-    from bqbatch_sql.jobs import format_status
+    from bqbatch_sql.jobs import format_spend, format_status
 
     # Plain aligned columns, never wrapped or cut: ids and links are copied from here, and logs are grepped.
     for line in format_status(rows):
         click.echo(line)
+    spend = format_spend(rows)
+    if spend:
+        click.echo("")
+        for line in spend:
+            click.echo(line)
 
 
 @main.command()
@@ -293,3 +325,20 @@ def cancel(project_dir, profiles_dir, target, vars_, debug, select, exclude):
         ctx.close()
     for line in lines or ["No batch_prediction model is selected."]:
         click.echo(line)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback only by default).")
+@click.option("--port", type=int, default=9050, show_default=True, help="Port to listen on (0: any free port).")
+@click.option("--data", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="DuckDB file keeping datasets, tables and jobs across restarts (default: in memory).")
+def emulator(host, port, data):
+    """Serve local stand-ins of the BigQuery and Vertex AI batch prediction REST APIs.
+
+    The real client libraries (google-cloud-bigquery, google-genai) work against it;
+    point a `type: bigquery` target at it (api_endpoint, predictor.base_url) to run a
+    production profile offline. Serves until Ctrl-C.
+    """
+    from bqbatch_sql.emulator.server import run_emulator
+
+    run_emulator(host=host, port=port, data_path=data)

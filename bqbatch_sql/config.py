@@ -34,6 +34,8 @@ class ProjectConfig(Strict):
     # Folder-level config, dbt style: {project_name: {"+materialized": "table", "staging": {...}}}
     models: dict[str, Any] = Field(default_factory=dict)
     seeds: dict[str, Any] = Field(default_factory=dict)
+    # Batch prices per model id, USD per million tokens, over the packaged table (prices.py).
+    prices: dict[str, "ModelPrice"] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
@@ -41,6 +43,20 @@ class ProjectConfig(Strict):
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
             raise ValueError("must be letters, digits and underscores, not starting with a digit")
         return value
+
+
+class ModelPrice(Strict):
+    """A batch price of bqbatch_project.yml `prices:`: USD per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    # Some models bill a prompt above a size at a higher rate (gemini-2.5-pro: 200,000 tokens).
+    long_context_above: int | None = Field(default=None, gt=0)
+    long_input: float | None = Field(default=None, ge=0)
+    long_output: float | None = Field(default=None, ge=0)
+
+
+ProjectConfig.model_rebuild()
 
 
 # -- a model's config ------------------------------------------------------------
@@ -86,8 +102,16 @@ class ModelConfig(Strict):
     key_columns: list[str] = Field(default_factory=list)
     labels: dict[str, str] = Field(default_factory=dict)
     predictor_options: dict[str, Any] = Field(default_factory=dict)
+    # Spending (incremental.py, retry.py, sharding.py, cost.py)
+    incremental: bool = False  # submit only rows whose request is new, changed or failed; merge into the output
+    unique_key: list[str] = Field(default_factory=list)  # incremental row identity; default: the request itself
+    max_retries: int = Field(default=3, ge=0)  # `bqbatch retry`: attempts per model
+    max_rows: int | None = Field(default=None, gt=0)  # refuse to submit more rows than this
+    max_cost_usd: float | None = Field(default=None, gt=0)  # refuse to submit above this estimated cost
+    max_requests_per_job: int | None = Field(default=None, gt=0)  # shard above this (Vertex: 200,000)
+    max_concurrent_jobs: int = Field(default=4, gt=0)  # shards running at once
 
-    _listify_fields = field_validator("tags", "pre_hook", "post_hook", "key_columns", mode="before")(
+    _listify_fields = field_validator("tags", "pre_hook", "post_hook", "key_columns", "unique_key", mode="before")(
         classmethod(lambda cls, v: _listify(v))
     )
 
@@ -244,7 +268,7 @@ class ProfileConfig(Strict):
 
 def _vocabulary() -> set[str]:
     words: set[str] = set()
-    for model in (ProjectConfig, ModelConfig, LocalPredictorConfig, VertexPredictorConfig, GeminiBatchPredictorConfig,
+    for model in (ProjectConfig, ModelConfig, ModelPrice, LocalPredictorConfig, VertexPredictorConfig, GeminiBatchPredictorConfig,
                   OnlinePredictorConfig, OpenAICompatiblePredictorConfig, DuckDBTarget, BigQueryTarget, ProfileConfig):
         for name, info in model.model_fields.items():
             words.add(info.alias or name)

@@ -129,8 +129,15 @@ class Context:
 
     def run(self, select=None, exclude=None, *, resource_types=frozenset({"model"}), reporter=None,
             full_refresh: bool = False, debug: bool = False, args: dict | None = None, wait: bool = True,
-            cancel_on_interrupt: bool = False, attach_only: bool = False):
-        """Run the selected nodes; write target/run_results.json and target/manifest.json."""
+            cancel_on_interrupt: bool = False, attach_only: bool = False, dry_run: bool = False,
+            retry: bool = False):
+        """Run the selected nodes; write target/run_results.json and target/manifest.json.
+
+        dry_run: only the selected batch_prediction models, each reporting the rows it
+        would submit, their tokens and cost; nothing is built or submitted.
+        retry: only the selected batch_prediction models, each resubmitting its rows
+        without an answer (`bqbatch retry`).
+        """
         import time
 
         from bqbatch_sql.artifacts import write_manifest, write_run_results
@@ -139,13 +146,21 @@ class Context:
 
         reporter = reporter or Reporter()
         node_ids = self.select(select, exclude, set(resource_types))
+        if dry_run or retry:
+            models = self.manifest.models
+            node_ids = [uid for uid in node_ids
+                        if uid in models and models[uid].config.materialized == "batch_prediction"]
+        if dry_run:
+            reporter.line("Dry run: nothing is submitted; upstream models are read as they are in the warehouse.")
         write_manifest(self.manifest)
         start = time.perf_counter()
         if not node_ids:
             reporter.line("Nothing to do: the selection matches no node of this kind.")
-        runner = Runner(self, node_ids, reporter, RunOptions(full_refresh=full_refresh, debug=debug, wait=wait,
-                                                             cancel_on_interrupt=cancel_on_interrupt,
-                                                             attach_only=attach_only))
+        options = RunOptions(full_refresh=full_refresh, debug=debug, wait=wait,
+                             cancel_on_interrupt=cancel_on_interrupt, attach_only=attach_only)
+        # Read by batch.py with getattr (RunOptions lives in runner.py).
+        options.dry_run, options.retry = dry_run, retry
+        runner = Runner(self, node_ids, reporter, options)
         results = runner.run()
         self.interrupted = runner.interrupted.is_set()
         elapsed = time.perf_counter() - start

@@ -113,6 +113,9 @@ class StatusRow:
     age: str
     link: str
     note: str = ""
+    prompt_tokens: int | None = None  # actual tokens and cost of the last finished run
+    output_tokens: int | None = None
+    cost_usd: float | None = None
 
 
 def _batch_models(ctx: Any, select: Any, exclude: Any) -> list[Any]:
@@ -130,6 +133,9 @@ def status_rows(ctx: Any, select: Any = None, exclude: Any = None) -> list[Statu
         if entry is None:
             rows.append(StatusRow(model.name, "-", "never submitted", None, None, None, "-", ""))
             continue
+        if entry.shard is not None:  # a sharded submission still under way: its shards summed
+            rows.append(_group_status(ctx, model, entry))
+            continue
         state, ok, failed, total = entry.state, entry.succeeded, entry.failed, entry.total
         started, note = entry.recorded_at, ""
         from bqbatch_sql.ledger import LIVE_STATES
@@ -145,8 +151,32 @@ def status_rows(ctx: Any, select: Any = None, exclude: Any = None) -> list[Statu
             note = f"recorded by predictor '{entry.backend}'"
         link = predictor.console_url(entry.job_name) if hasattr(predictor, "console_url") else None
         rows.append(StatusRow(model.name, entry.job_name, state.short, ok, failed, total, _age(started),
-                              link or "", note))
+                              link or "", note, entry.prompt_tokens, entry.output_tokens, entry.cost_usd))
     return rows
+
+
+def _group_status(ctx: Any, model: Any, entry: Any) -> StatusRow:
+    from bqbatch_sql.ledger import LIVE_STATES
+
+    predictor = ctx.predictor
+    shards = ctx.ledger.group(model.unique_id, entry.group_id)
+    states, ok, failed, total = [], 0, 0, 0
+    for shard in shards:
+        state, counts = shard.state, (shard.succeeded, shard.failed, shard.total or 0)
+        if shard.state in LIVE_STATES and shard.backend == predictor.name:
+            try:
+                job = predictor.get(shard.job_name)
+                state, counts = job.state, (job.succeeded, job.failed, job.total or 0)
+            except JobNotFoundError:
+                pass
+        states.append(state)
+        ok, failed, total = ok + counts[0], failed + counts[1], total + counts[2]
+    live = [s for s in states if s in LIVE_STATES]
+    state = (JobState.RUNNING if JobState.RUNNING in live else live[0]) if live else (
+        next((s for s in states if s not in FINISHED_STATES), JobState.SUCCEEDED))
+    note = f"{len(shards)} of {entry.shard_count} shards submitted (group {entry.group_id})"
+    return StatusRow(model.name, f"{entry.shard_count} shard jobs", state.short, ok, failed, total or None,
+                     _age(min(s.recorded_at for s in shards)), "", note)
 
 
 def format_status(rows: list[StatusRow]) -> list[str]:
@@ -157,6 +187,25 @@ def format_status(rows: list[StatusRow]) -> list[str]:
     table = [("model", "job", "state", "succeeded", "failed", "total", "age", "console")]
     table += [(r.model, r.job.rsplit("/", 1)[-1], r.state, n(r.succeeded), n(r.failed), n(r.total), r.age,
                r.link or r.note or "-") for r in rows]
+    return _aligned(table)
+
+
+def format_spend(rows: list[StatusRow]) -> list[str]:
+    """What the last finished run of each model sent and cost (tokens from usageMetadata); [] before any."""
+    from bqbatch_sql.cost import format_usd
+
+    def n(value: int | None) -> str:
+        return "-" if value is None else f"{value:,}"
+
+    spent = [r for r in rows if r.prompt_tokens is not None]
+    if not spent:
+        return []
+    table = [("model", "last run: tokens in", "tokens out", "cost")]
+    table += [(r.model, n(r.prompt_tokens), n(r.output_tokens), format_usd(r.cost_usd)) for r in spent]
+    return _aligned(table)
+
+
+def _aligned(table: list[tuple[str, ...]]) -> list[str]:
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
 
@@ -169,6 +218,9 @@ def cancel_jobs(ctx: Any, select: Any = None, exclude: Any = None) -> list[str]:
     lines = []
     for model in _batch_models(ctx, select, exclude):
         entry = ctx.ledger.latest(model.unique_id)
+        if entry is not None and entry.shard is not None:
+            lines += _cancel_group(ctx, model, entry)
+            continue
         if entry is None or entry.state not in LIVE_STATES:
             last = f" (last job {entry.job_name} ended {entry.state.short})" if entry else ""
             lines.append(f"{model.name}: no live job{last}")
@@ -187,6 +239,28 @@ def cancel_jobs(ctx: Any, select: Any = None, exclude: Any = None) -> list[str]:
                           entry.source, entry.destination)
         lines.append(f"{model.name}: cancel requested for {job.name} (now {job.state.short})")
     return lines
+
+
+def _cancel_group(ctx: Any, model: Any, entry: Any) -> list[str]:
+    """Cancel every live shard job of a sharded submission."""
+    from bqbatch_sql.ledger import LIVE_STATES
+
+    predictor, lines = ctx.predictor, []
+    for shard in ctx.ledger.group(model.unique_id, entry.group_id):
+        if shard.state not in LIVE_STATES or shard.backend != predictor.name:
+            continue
+        try:
+            predictor.cancel(shard.job_name)
+            job = predictor.get(shard.job_name)
+        except JobNotFoundError as e:
+            lines.append(f"{model.name}: shard {shard.shard + 1}: {e}")
+            continue
+        ctx.ledger.record(shard.model_unique_id, shard.fingerprint, shard.data_checksum, shard.backend, job,
+                          shard.source, shard.destination, kind=shard.kind, shard=shard.shard,
+                          shard_count=shard.shard_count, group_id=shard.group_id)
+        lines.append(f"{model.name}: cancel requested for shard {shard.shard + 1} of {shard.shard_count}, "
+                     f"{job.name} (now {job.state.short})")
+    return lines or [f"{model.name}: no live job (sharded submission {entry.group_id})"]
 
 
 def nothing_to_wait_for(entry: Any) -> str:

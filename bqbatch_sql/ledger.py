@@ -37,7 +37,16 @@ _COLUMNS = (
     ("source", "STRING"),
     ("destination", "STRING"),
     ("recorded_at", "TIMESTAMP"),
+    # Added with incremental runs, retries and sharding; an older ledger gets them on first use.
+    ("kind", "STRING"),  # full | incremental | retry: what the job's rows were
+    ("shard", "INT64"),  # the shard index of a sharded submission; NULL for a single job or a group's summary
+    ("shard_count", "INT64"),
+    ("group_id", "STRING"),
+    ("prompt_tokens", "INT64"),  # actual tokens and cost of the rows a finished run predicted
+    ("output_tokens", "INT64"),
+    ("cost_usd", "FLOAT64"),
 )
+_FIRST_COLUMNS = 13  # the columns of the first ledger layout
 
 
 @dataclass
@@ -55,6 +64,13 @@ class LedgerEntry:
     source: str
     destination: str
     recorded_at: dt.datetime
+    kind: str | None = None
+    shard: int | None = None
+    shard_count: int | None = None
+    group_id: str | None = None
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+    cost_usd: float | None = None
 
 
 class Ledger:
@@ -78,9 +94,20 @@ class Ledger:
                                  kind=exp.DataType.build(kind, dialect="bigquery")) for name, kind in _COLUMNS]
         create = exp.Create(this=exp.Schema(this=self.relation.table(), expressions=columns), kind="TABLE", exists=True)
         self.adapter.execute(create.sql(dialect=self.adapter.dialect))
+        # A ledger made by an earlier bqbatch lacks the newer columns: add them (NULL in old rows).
+        present = {c.name.lower() for c in self.adapter.columns(self.relation)}
+        for name, kind in _COLUMNS[_FIRST_COLUMNS:]:
+            if name not in present:
+                column = exp.ColumnDef(this=exp.to_identifier(name, quoted=True),
+                                       kind=exp.DataType.build(kind, dialect="bigquery"))
+                alter = exp.Alter(this=self.relation.table(), kind="TABLE", actions=[column])
+                self.adapter.execute(alter.sql(dialect=self.adapter.dialect))
 
     def record(self, model_unique_id: str, fingerprint: str, data_checksum: str | None, backend: str,
-               job: BatchJob, source: Relation, destination: Relation) -> None:
+               job: BatchJob, source: Relation, destination: Relation, *, kind: str | None = None,
+               shard: int | None = None, shard_count: int | None = None, group_id: str | None = None,
+               prompt_tokens: int | None = None, output_tokens: int | None = None,
+               cost_usd: float | None = None) -> None:
         self._ensure()
         placeholders = ", ".join("?" for _ in _COLUMNS)
         names = ", ".join(exp.to_identifier(n, quoted=True).sql("bigquery") for n, _ in _COLUMNS)
@@ -88,7 +115,8 @@ class Ledger:
         self.adapter.execute(self._sql(sql), [
             model_unique_id, fingerprint, data_checksum, backend, job.name, job.state.value, job.total,
             job.succeeded, job.failed, job.incomplete, str(source), str(destination),
-            dt.datetime.now(dt.timezone.utc),
+            dt.datetime.now(dt.timezone.utc), kind, shard, shard_count, group_id, prompt_tokens, output_tokens,
+            None if cost_usd is None else float(cost_usd),
         ])
 
     def latest(self, model_unique_id: str, fingerprint: str | None = None) -> LedgerEntry | None:
@@ -104,6 +132,20 @@ class Ledger:
         values = dict(zip([n for n, _ in _COLUMNS], rows[0]))
         values["state"] = JobState(values["state"])
         return LedgerEntry(**values)
+
+    def group(self, model_unique_id: str, group_id: str) -> list[LedgerEntry]:
+        """The newest entry of each shard of a sharded submission, by shard index."""
+        self._ensure()
+        names = ", ".join(exp.to_identifier(n, quoted=True).sql("bigquery") for n, _ in _COLUMNS)
+        sql = (f"SELECT {names} FROM {self.relation.sql('bigquery')} "
+               f"WHERE `model_unique_id` = ? AND `group_id` = ? AND `shard` IS NOT NULL "
+               f"QUALIFY ROW_NUMBER() OVER (PARTITION BY `shard` ORDER BY `recorded_at` DESC) = 1 ORDER BY `shard`")
+        out = []
+        for row in self.adapter.fetchall(self._sql(sql), [model_unique_id, group_id]):
+            values = dict(zip([n for n, _ in _COLUMNS], row))
+            values["state"] = JobState(values["state"])
+            out.append(LedgerEntry(**values))
+        return out
 
     def all_latest(self) -> list[LedgerEntry]:
         """The newest entry of every model, for `bqbatch status`."""

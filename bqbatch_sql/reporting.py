@@ -56,10 +56,19 @@ class Reporter:
                 self.line(f"    [red]{escape(text_line)}[/red]")
         elif result.message:
             self.line(f"    {escape(result.message)}")
-        if result.batch and not result.batch.get("reused"):
+        if result.batch and not result.batch.get("reused") and "rows" in result.batch:
             b = result.batch
-            self.line(escape(f"    {b['rows']:,} rows: {b['succeeded']:,} succeeded, {b['failed']:,} failed; "
-                             f"tokens {b['prompt_tokens']:,} in, {b['output_tokens']:,} out, {b['total_tokens']:,} total"))
+            spent = ""
+            if "cost_usd" in b:
+                from bqbatch_sql.cost import format_usd
+
+                spent = (f"; cost {format_usd(b['cost_usd'])} ({b['price']})" if b.get("price")
+                         else "; cost unknown (no batch price for this model: see `prices:` in bqbatch_project.yml)")
+            rows = f"{b['rows']:,} rows: {b['succeeded']:,} succeeded, {b['failed']:,} failed"
+            if b.get("kind") in ("incremental", "retry"):  # tokens and cost are those of the rows sent this run
+                rows = f"{b['submitted_rows']:,} rows sent, output {rows}"
+            self.line(escape(f"    {rows}; tokens {b['prompt_tokens']:,} in, {b['output_tokens']:,} out, "
+                             f"{b['total_tokens']:,} total{spent}"))
 
     def summary(self, results: list[NodeResult], elapsed: float) -> None:
         counts = {s: sum(r.status == s for r in results) for s in ("success", "error", "skipped")}
