@@ -102,10 +102,10 @@ class Context:
 
         manifest = self.manifest
         cache = CheckCache(self.project.target_dir / "cache" / "compiled.txt", self.dialect)
-        compiled = {}
+        compiled, made_dirs = {}, set()
         for uid in self.select(select, exclude, {"model"}):
             result = compile_model(manifest, manifest.models[uid], cache)
-            write_compiled(manifest, result)
+            write_compiled(manifest, result, made_dirs)
             compiled[uid] = result
         cache.save()
         write_manifest(manifest, compiled)
