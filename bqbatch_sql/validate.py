@@ -261,11 +261,12 @@ class StatusCounts:
 
 
 def materialize_statuses(adapter: Any, relation: Relation, target: Relation, *, request_type: str | None = None,
-                         keep_columns: bool = False) -> StatusCounts:
+                         keep_columns: bool = False, status_column: str = "status") -> StatusCounts:
     """Create `target` with every row's Vertex-style status (NULL when the request is valid).
 
-    keep_columns=False (DuckDB): `rid` (the row's rowid in `relation`) and `status`, one
-    row per row in table order -- what the local predictor pairs with each chunk.
+    keep_columns=False (DuckDB): `rid` (the row's rowid in `relation`) and the status (in
+    `status_column`), one row per row in table order -- what the local predictor pairs
+    with each chunk of its input.
     keep_columns=True (any warehouse): every column of `relation`, then `status`, in
     table order on DuckDB -- what the batch flow splits into rows to submit and rows
     to record as failed.
@@ -291,12 +292,13 @@ def materialize_statuses(adapter: Any, relation: Relation, target: Relation, *, 
         request = _request_column(con, relation)
         source, classified = vd.run(con, relation, request, is_view=is_view)
         statuses = target if not keep_columns else Relation("temp", "main", "__bqbatch_v_statuses")
-        for sql in vd.write_statuses_sql(source, statuses):
+        for sql in vd.write_statuses_sql(source, statuses, "status" if keep_columns else status_column):
             con.execute(sql)
         if keep_columns:
             con.execute(vd.join_columns_sql(source, statuses, target))
             con.execute(exp.Drop(tables=[statuses.table()], kind="TABLE", exists=True).sql("duckdb"))
-        invalid = con.execute(exp.select("count(*)").from_(target.table()).where("status IS NOT NULL").sql("duckdb")).fetchone()[0]
+        column = exp.column("status" if keep_columns else status_column, quoted=True)
+        invalid = con.execute(exp.select("count(*)").from_(target.table()).where(column.is_(exp.Null()).not_()).sql("duckdb")).fetchone()[0]
     return StatusCounts(classified.total, int(invalid))
 
 
@@ -337,7 +339,8 @@ class _duckdb_session:
         except duckdb.Error:
             if error is None:
                 raise
-        if isinstance(error, duckdb.Error):
+        # a cancelled job interrupts the statement: that is not the warehouse refusing it
+        if isinstance(error, duckdb.Error) and not isinstance(error, duckdb.InterruptException):
             raise WarehouseError(f"Validating the requests of {self.relation} failed in DuckDB: {error}") from error
         return False
 

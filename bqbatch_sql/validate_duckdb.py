@@ -148,15 +148,15 @@ def first_bad_sql(limit: int) -> str:
         first.subquery("x")).order_by("rid").sql("duckdb")
 
 
-def write_statuses_sql(source: Relation, target: Relation) -> list[str]:
+def write_statuses_sql(source: Relation, target: Relation, status_column: str = "status") -> list[str]:
     """(rid, status) for every row of the source in table order: NULL first, then the
     problems' statuses written onto the invalid rows (an UPDATE keeps the order)."""
     create = exp.Create(this=target.table(), kind="TABLE", replace=True, expression=exp.select(
-        exp.column("rowid").as_("rid"), exp.cast(exp.Null(), exp.DataType.build("VARCHAR")).as_("status")).from_(source.table()))
+        exp.column("rowid").as_("rid"), exp.cast(exp.Null(), exp.DataType.build("VARCHAR")).as_(status_column)).from_(source.table()))
     if target.database == "temp":
         create.set("properties", exp.Properties(expressions=[exp.TemporaryProperty()]))
     bad = exp.select("rid", status_sql(exp.column("p"), "duckdb").as_("status")).from_(_bad_rows().subquery("b"))
-    update = exp.Update(this=target.table(), expressions=[exp.EQ(this=exp.column("status"), expression=_col("status", "b"))],
+    update = exp.Update(this=target.table(), expressions=[exp.EQ(this=_col(status_column), expression=_col("status", "b"))],
                         from_=exp.From(this=bad.subquery("b")),
                         where=exp.Where(this=exp.EQ(this=exp.column("rid", table=target.name, quoted=True), expression=_col("rid", "b"))))
     return [create.sql("duckdb"), update.sql("duckdb")]

@@ -425,3 +425,36 @@ def test_bigquery_rendering_is_valid_bigquery():
 def test_unknown_dialect_is_refused():
     with pytest.raises(ValueError, match="no SQL rendering for the dialect 'snowflake'"):
         request_status_sql(exp.column("request"), "snowflake")
+
+
+# -- on_invalid, through the CLI on the local target ---------------------------------------
+
+REVIEWS = "review_id,review_text\n1,great kettle\n2,\n3,ok blender\n"  # row 2: no text, so no prompt
+SKIP_MODEL = ("{{ config(materialized='batch_prediction', key_columns=['review_id'], on_invalid='%s') }}\n"
+              "select review_id, {{ gemini_request(prompt=\"'Classify: ' || review_text\") }} as request\n"
+              "from {{ ref('reviews') }}\n")
+
+
+def test_on_invalid_skip_records_invalid_rows_with_their_status(make_project, cli):
+    import duckdb
+
+    root = make_project({"seeds/reviews.csv": REVIEWS, "models/sentiment.sql": SKIP_MODEL % "skip"})
+    result = cli("build", "--project-dir", root)
+    assert result.exit_code == 0, result.output
+    with duckdb.connect(str(root / "target" / "bqbatch.duckdb"), read_only=True) as db:
+        rows = db.execute("select review_id, response is not null, status from main.sentiment order by review_id").fetchall()
+    assert [r[0] for r in rows] == [1, 2, 3]  # one output row per request row
+    assert rows[0][1:] == (True, "") and rows[2][1:] == (True, "")
+    assert rows[1][1] is False and rows[1][2] == (
+        'Bad Request: {"error": {"code": 400, "message": "Unable to submit request because contents[0].parts[0] has no '
+        'data: set one of text, inlineData, fileData, functionCall, functionResponse, executableCode, '
+        'codeExecutionResult.", "status": "INVALID_ARGUMENT"}}')
+
+
+def test_on_invalid_fail_names_the_row_and_submits_nothing(make_project, cli):
+    root = make_project({"seeds/reviews.csv": REVIEWS, "models/sentiment.sql": SKIP_MODEL % "fail"})
+    result = cli("build", "--project-dir", root)
+    assert result.exit_code != 0
+    assert "1 of 3 requests are invalid; nothing was submitted" in result.output
+    assert "review_id=2: Unable to submit request because contents[0].parts[0] has no data" in result.output
+    assert "submitted projects/" not in result.output
