@@ -32,8 +32,9 @@ if TYPE_CHECKING:
     from bqbatch_sql.reporting import NodeResult
 
 CHARS_PER_TOKEN = 4
-# Every "text" string of the request (contents, systemInstruction): what the prompt is made of.
-_TEXT_PARTS = r'"text"\s*:\s*"((?:[^"\\]|\\.)*)"'
+# Every "text" string of the request (contents, systemInstruction): what the prompt is made of. A literal
+# of the template, not a parameter: the transpiler reads its capture group to extract the group on DuckDB.
+_TEXT_PARTS = r"""ARRAY_TO_STRING(REGEXP_EXTRACT_ALL(R, r'"text"\s*:\s*"((?:[^"\\]|\\.)*)"'), '')"""
 
 
 def format_usd(value: float | None) -> str:
@@ -83,8 +84,7 @@ def estimate(ctx: Any, model_id: str, rows: Relation, previous: Relation | None 
     adapter = ctx.adapter
     price = price_for(model_id, _prices(ctx))
     types = rowsql.column_types(adapter, rows)
-    text = fragment("ARRAY_TO_STRING(REGEXP_EXTRACT_ALL(R, P), '')", R=rowsql.request_text(types),
-                    P=exp.Literal.string(_TEXT_PARTS))
+    text = fragment(_TEXT_PARTS, R=rowsql.request_text(types))
     tokens = fragment("CAST(CEIL(LENGTH(T) / N) AS INT64)", T=text, N=exp.Literal.number(CHARS_PER_TOKEN))
     request = col(next(n for n in types if n.lower() == rowsql.REQUEST))
     max_out = fragment("SAFE_CAST(COALESCE(JSON_VALUE(R, '$.generationConfig.maxOutputTokens'), "
@@ -142,7 +142,7 @@ class Usage:
         """run_results' `batch` keys for this run's predicted rows."""
         return {"prompt_tokens": self.prompt_tokens, "output_tokens": self.output_tokens,
                 "thoughts_tokens": self.thoughts_tokens, "total_tokens": self.total_tokens,
-                "cost_usd": None if self.cost_usd is None else round(self.cost_usd, 6),
+                "cost_usd": self.cost_usd,
                 "price": self.price_source}
 
 
@@ -164,7 +164,8 @@ def usage(ctx: Any, model_id: str, relation: Relation) -> Usage:
     return Usage(prompt, out, thoughts, total, cost, f"{model_id} {price.source}" if price else None)
 
 
-def guard(ctx: Any, model: Any, rows: Relation, count: int, previous: Relation | None) -> Estimate | None:
+def guard(ctx: Any, model: Any, rows: Relation, count: int, previous: Relation | None,
+          est: Estimate | None = None) -> Estimate | None:
     """Refuse, before any job exists, to submit more rows or more money than the model's config allows."""
     cfg = model.config
     where = f"Model '{model.name}' ({model.path})"
@@ -176,7 +177,7 @@ def guard(ctx: Any, model: Any, rows: Relation, count: int, previous: Relation |
         )
     if cfg.max_cost_usd is None:
         return None
-    est = estimate(ctx, cfg.model, rows, previous)
+    est = est or estimate(ctx, cfg.model, rows, previous)
     if est.cost is None:
         raise PredictorError(
             f"{where}: max_cost_usd={cfg.max_cost_usd:g} is set, but no batch price is known for model "
@@ -233,10 +234,10 @@ def dry_run(runner: Any, compiled: "CompiledModel", result: "NodeResult") -> Non
         result.rows = count
         result.batch = {"dry_run": True, "rows_to_submit": count, "jobs": jobs if count else 0,
                         "estimated_input_tokens": est.input_tokens, "estimated_output_tokens": est.output_tokens,
-                        "estimated_cost_usd": None if est.cost is None else round(est.cost, 6),
+                        "estimated_cost_usd": est.cost,
                         "price": f"{est.model_id} {est.price.source}" if est.price else None}
         try:
-            guard(ctx, model, rows, count, previous)
+            guard(ctx, model, rows, count, previous, est)
         except PredictorError as e:
             result.status = "error"
             result.message += f"\nA run would refuse: {e}"
