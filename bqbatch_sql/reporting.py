@@ -56,7 +56,8 @@ class Reporter:
                 self.line(f"    [red]{escape(text_line)}[/red]")
         elif result.message:
             self.line(f"    {escape(result.message)}")
-        if result.batch and not result.batch.get("reused") and "rows" in result.batch:
+        if (result.batch and "rows" in result.batch
+                and not any(result.batch.get(k) for k in ("reused", "submitted", "interrupted"))):
             b = result.batch
             spent = ""
             if "cost_usd" in b:
