@@ -73,3 +73,14 @@ def test_target_without_profiles_file(tmp_path, monkeypatch):
     monkeypatch.delenv("BQBATCH_PROFILES_DIR", raising=False)
     with pytest.raises(ProfileError, match="only the built-in 'local' target"):
         resolve_target("demo", "prod", None, tmp_path)
+
+
+def test_profiles_example_is_a_valid_profile(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / "profiles.example.yml"
+    (tmp_path / "profiles.yml").write_text(example.read_text())
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "my-project")
+    assert resolve_target("bqbatch_example", "local", tmp_path, tmp_path).config.type == "duckdb"
+    prod = resolve_target("bqbatch_example", "prod", tmp_path, tmp_path).config
+    assert (prod.type, prod.project, prod.predictor.type) == ("bigquery", "my-project", "vertex")
