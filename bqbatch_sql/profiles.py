@@ -55,6 +55,22 @@ def _env_var(name: str, default: str | None = None) -> str:
     return value
 
 
+def _render_values(value, path: Path):
+    """Every string value with Jinja in it, rendered with env_var()."""
+    if isinstance(value, dict):
+        return {k: _render_values(v, path) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_render_values(v, path) for v in value]
+    if isinstance(value, str) and ("{{" in value or "{%" in value):
+        env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+        env.globals["env_var"] = _env_var
+        try:
+            return env.from_string(value).render()
+        except jinja2.TemplateError as e:
+            raise ProfileError(f"Failed to render a value in '{path}': {e}") from None
+    return value
+
+
 def resolve_target(profile_name: str | None, target_name: str | None, profiles_dir: Path | None,
                    project_dir: Path) -> ResolvedTarget:
     path = find_profiles(profiles_dir, project_dir)
@@ -67,18 +83,14 @@ def resolve_target(profile_name: str | None, target_name: str | None, profiles_d
             )
         return ResolvedTarget(BUILTIN_TARGET, DuckDBTarget(), None)
 
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
-    env.globals["env_var"] = _env_var
     try:
-        text = env.from_string(path.read_text(encoding="utf-8")).render()
-    except jinja2.TemplateError as e:
-        raise ProfileError(f"Failed to render '{path}': {e}") from None
-    try:
-        doc = yaml.safe_load(text) or {}
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
         raise ProfileError(f"Failed to read '{path}': invalid YAML{at}.") from None
+    # Values are rendered after YAML is read (as dbt does), so env_var() in a comment
+    # or in a target not chosen costs nothing.
     if not isinstance(doc, dict) or not doc:
         raise ProfileError(f"'{path}' defines no profile. Expected '<profile>: {{target: ..., outputs: {{...}}}}'.")
     if profile_name is None:
@@ -89,14 +101,23 @@ def resolve_target(profile_name: str | None, target_name: str | None, profiles_d
         raise ProfileError(
             f"Profile '{profile_name}' (named in bqbatch_project.yml) is not in '{path}'.{did_you_mean(profile_name, list(doc))}"
         )
+    raw = doc[profile_name]
+    if not isinstance(raw, dict) or not isinstance(raw.get("outputs"), dict) or "target" not in raw:
+        raise ProfileError(
+            f"Profile '{profile_name}' in '{path}' needs 'target:' and 'outputs:' (see profiles.example.yml)."
+        )
+    name = target_name or _render_values(raw["target"], path)
+    outputs = raw["outputs"]
+    if name not in outputs:
+        raise ProfileError(
+            f"Target '{name}' is not in profile '{profile_name}' ({path}); it has {sorted(outputs)}."
+            f"{did_you_mean(str(name), list(outputs))}"
+        )
+    # Only the chosen target is rendered and checked: a dev run needs no prod secrets.
     try:
-        profile = ProfileConfig.model_validate(doc[profile_name])
+        profile = ProfileConfig.model_validate(
+            {**{k: v for k, v in raw.items() if k != "outputs"}, "target": name,
+             "outputs": {name: _render_values(outputs[name], path)}})
     except ValidationError as e:
         raise ProfileError(describe_validation_error(e, f"Profile '{profile_name}' in '{path}'")) from None
-    name = target_name or profile.target
-    if name not in profile.outputs:
-        raise ProfileError(
-            f"Target '{name}' is not in profile '{profile_name}' ({path}); it has {sorted(profile.outputs)}."
-            f"{did_you_mean(name, list(profile.outputs))}"
-        )
     return ResolvedTarget(name, profile.outputs[name], path)

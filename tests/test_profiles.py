@@ -84,3 +84,12 @@ def test_profiles_example_is_a_valid_profile(tmp_path, monkeypatch):
     assert resolve_target("bqbatch_example", "local", tmp_path, tmp_path).config.type == "duckdb"
     prod = resolve_target("bqbatch_example", "prod", tmp_path, tmp_path).config
     assert (prod.type, prod.project, prod.predictor.type) == ("bigquery", "my-project", "vertex")
+
+
+def test_only_the_chosen_target_needs_its_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
+    profile = PROFILE.replace("project: my-project", "project: \"{{ env_var('GOOGLE_CLOUD_PROJECT') }}\"")
+    (tmp_path / "profiles.yml").write_text(profile + "# keyfile: \"{{ env_var('NOT_SET_ANYWHERE') }}\"\n")
+    assert resolve_target("demo", "dev", tmp_path, tmp_path).config.type == "duckdb"
+    with pytest.raises(ProfileError, match="GOOGLE_CLOUD_PROJECT"):
+        resolve_target("demo", "prod", tmp_path, tmp_path)
