@@ -37,7 +37,7 @@ import json
 from sqlglot import exp
 
 from bqbatch_sql import request_spec as spec
-from bqbatch_sql.request_sql_ops import BASE64, _and, _fn, _in, _lit, _not, _num
+from bqbatch_sql.request_sql_ops import BASE64, _and, _fn, _lit, _not, _num
 
 # -- the JSON grammar (RFC 8259) as RE2 pieces: exact, so what they match is JSON -----
 
@@ -58,7 +58,6 @@ ROLE_VALUE = '"(?:' + "|".join(r for r in spec.ROLES if r) + ')?"'  # "" is the 
 
 # The head ends where the tail begins: at the root's next ',' or its closing '}'.
 TAIL_START = (",", "}")
-JSON_WS_START = ("{", " ", "\t", "\n", "\r")
 # A request the tail's check is made with: one valid content, then the tail.
 HEAD_STANDIN = '{"contents":[{"role":"user","parts":[{"text":"x"}]}]'
 
@@ -123,8 +122,10 @@ def head_pattern() -> str:
               + _opt(system_role, True) + WS + r"\}")
     contents = _member(request.get("contents"), _list(turn))
     system_member = _member(request.get("systemInstruction"), system)
-    # before or after contents (both spellings at once: see `head_ok_sql`)
-    return "^" + WS + r"\{" + WS + _opt(system_member) + contents + _opt(system_member, True) + WS
+    # the system instruction before or after contents, not both: both spellings at once
+    # are refused by the full checks (one in the head and one in the tail: `tail_groupable_sql`)
+    sep = WS + "," + WS
+    return "^" + WS + r"\{" + WS + f"(?:{contents}{_opt(system_member, True)}|{system_member}{sep}{contents})" + WS
 
 
 def tail_sql(raw: exp.Expression) -> exp.Expression:
@@ -134,15 +135,13 @@ def tail_sql(raw: exp.Expression) -> exp.Expression:
 
 
 def head_ok_sql(raw: exp.Expression, tail: exp.Expression) -> exp.Expression:
-    """The head matched (and the request is within the size limit); FALSE for NULL."""
-    spellings = [_fn("contains", raw.copy(), _lit(json.dumps(a))) for a in spec.REQUEST.get("systemInstruction").aliases]
+    """The head matched (and the request is within the size limit); FALSE for NULL.
+
+    Without a match the text comes back whole: a shorter text means a head was cut."""
     cond = _and(
-        _in(_fn("left", raw, _num(1)), JSON_WS_START),
-        _in(_fn("left", tail, _num(1)), TAIL_START),
-        exp.LTE(this=_fn("strlen", raw.copy()), expression=_num(spec.MAX_REQUEST_BYTES)),
-        # the pattern takes a system instruction before and after contents: in both
-        # spellings at once the full checks refuse it (and it may also be just a text)
-        _not(_and(*spellings)),
+        exp.LT(this=_fn("strlen", tail.copy()), expression=_fn("strlen", raw.copy())),
+        exp.or_(*[_fn("starts_with", tail.copy(), _lit(c)) for c in TAIL_START]),
+        exp.LTE(this=_fn("strlen", raw), expression=_num(spec.MAX_REQUEST_BYTES)),
     )
     return exp.Coalesce(this=cond, expressions=[exp.false()])
 

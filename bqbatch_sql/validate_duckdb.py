@@ -115,9 +115,15 @@ def run(con: Any, source: Relation, request: str, *, is_view: bool = False) -> t
         source = Relation("temp", "main", SOURCE)
     con.execute(classify_sql(source, request).sql("duckdb"))
     con.execute(check_sql(source, request).sql("duckdb"))
-    con.execute(found_sql())
-    total, groups = con.execute(exp.select("coalesce(sum(n), 0)", "count(*) FILTER (WHERE ok)").from_(_temp(GROUPS)).sql("duckdb")).fetchone()
-    checked = con.execute(exp.select("count(*) FILTER (WHERE NOT grp)").from_(_temp(CHECK)).sql("duckdb")).fetchone()[0]
+    total, groups = con.execute(exp.select("coalesce(sum(n), 0)", "count(*) FILTER (WHERE ok)").from_(
+        _temp(GROUPS)).sql("duckdb")).fetchone()
+    to_check, checked = con.execute(exp.select("count(*)", "count(*) FILTER (WHERE NOT grp)").from_(
+        _temp(CHECK)).sql("duckdb")).fetchone()
+    if to_check:
+        con.execute(found_sql())
+    else:  # every row vouched for: spare the checks' planning (~0.3 s)
+        con.execute(_create(FOUND, exp.select("id", "grp", exp.cast(exp.Null(), exp.DataType.build("VARCHAR[]"))
+                                              .as_("p")).from_(_temp(CHECK))).sql("duckdb"))
     return source, Classified(int(total), int(groups), int(checked))
 
 
