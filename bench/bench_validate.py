@@ -122,13 +122,16 @@ def main() -> None:
 
     # Where the time goes: the same statements as validate_relation, one by one.
     con = adapter.cursor()
-    phases = {}
-    for name, sql in (("fast path over every row (classify)", validate_duckdb.classify_sql(rel, "request").sql("duckdb")),
-                      ("rows left + one request per distinct tail", validate_duckdb.check_sql(rel, "request").sql("duckdb")),
-                      ("full checks on those (incl. ~0.3 s planning)", validate_duckdb.found_sql())):
-        phases[name] = timed(lambda: con.execute(sql))[1:]
-    groups, left = con.execute("SELECT count(*) FILTER (WHERE ok), (SELECT count(*) FILTER (WHERE NOT grp) "
-                               "FROM temp.main.__bqbatch_v_check) FROM temp.main.__bqbatch_v_groups").fetchone()
+    phases = {
+        "fast path over every row (classify)": timed(lambda: con.execute(
+            validate_duckdb.classify_sql(rel, "request").sql("duckdb")))[1:],
+        "rows left + one request per distinct tail": timed(lambda: con.execute(
+            validate_duckdb.check_sql(rel, "request").sql("duckdb")))[1:],
+    }
+    classified, schema = validate_duckdb.survey(con)
+    phases["full checks on those (planning included)"] = timed(
+        lambda: con.execute(validate_duckdb.found_for(classified, schema)))[1:]
+    groups, left = classified.groups, classified.checked_rows
     for sql in validate_duckdb.drop_scratch_sql():
         con.execute(sql)
 

@@ -268,7 +268,7 @@ def _sum(terms: list[exp.Expression]) -> exp.Expression:
     return out
 
 
-def _generation_config_problem(ops: Ops, v: exp.Expression, path: Path) -> exp.Expression:
+def _generation_config_problem(ops: Ops, v: exp.Expression, path: Path, *, with_schema: bool = True) -> exp.Expression:
     def extra(sc: Scope) -> list[Check]:
         mime = sc.str("responseMimeType")
         schema, json_schema = _not_null(sc.type("responseSchema")), _not_null(sc.type("responseJsonSchema"))
@@ -280,6 +280,8 @@ def _generation_config_problem(ops: Ops, v: exp.Expression, path: Path) -> exp.E
         ]
 
     def children(sc: Scope) -> list[exp.Expression]:
+        if not with_schema:  # the caller knows no row has a responseSchema (a third of the SQL)
+            return []
         schema = _coalesce([ops.json_at(sc.v, f"$.{a}") for a in GENERATION_CONFIG.get("responseSchema").aliases])
         is_object = ops.is_type(sc.type("responseSchema"), "object")
         return [_case([(is_object, _schema_problem(ops, schema, path.key("response_schema")))])]
@@ -312,7 +314,7 @@ def _schema_problem(ops: Ops, schema: exp.Expression, path: Path) -> exp.Express
     return ops.first_problem(nodes, lambda e, i: _object_problem(ops, _dot(e, "j"), SCHEMA, Path((_dot(e, "p"),))))
 
 
-def _request_problem(ops: Ops, request: exp.Expression, *, fast: bool = True) -> exp.Expression:
+def _request_problem(ops: Ops, request: exp.Expression, *, fast: bool = True, schema: bool = True) -> exp.Expression:
     root = Path()
 
     def extra(sc: Scope) -> list[Check]:
@@ -330,7 +332,7 @@ def _request_problem(ops: Ops, request: exp.Expression, *, fast: bool = True) ->
         ]
         config = sc.field_json("generationConfig")
         out.append(_case([(ops.is_type(sc.type("generationConfig"), "object"),
-                           _generation_config_problem(ops, config, root.key("generation_config")))]))
+                           _generation_config_problem(ops, config, root.key("generation_config"), with_schema=schema))]))
         for name, msg in (("safetySettings", SAFETY_SETTING), ("tools", TOOL)):
             out.append(ops.first_problem(
                 sc.items(name), lambda e, i, name=name, msg=msg: _object_problem(ops, e, msg, root.key(snake(name)).index(i))))
@@ -380,10 +382,12 @@ def problem_sql(request: exp.Expression, dialect: str, request_type: str = "JSON
 
 
 def request_problem(request: exp.Expression, dialect: str, request_type: str = "JSON", *,
-                    fast: bool = True) -> exp.Expression:
+                    fast: bool = True, schema: bool = True) -> exp.Expression:
     """`problem_sql`; fast=False leaves out DuckDB's cheap test, for rows known to need
-    the full checks (it would only cost time there)."""
-    return _request_problem(make_ops(dialect, request_type), request, fast=fast)
+    the full checks (it would only cost time there); schema=False leaves out the checks
+    of generationConfig.responseSchema, for rows known to have none (DuckDB plans the
+    smaller expression in half the time)."""
+    return _request_problem(make_ops(dialect, request_type), request, fast=fast, schema=schema)
 
 
 def message_sql(problem: exp.Expression, dialect: str) -> exp.Expression:

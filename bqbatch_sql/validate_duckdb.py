@@ -18,12 +18,14 @@ runs one validation at a time (DuckDB connections are not shared across threads)
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from sqlglot import exp
 
 from bqbatch_sql import request_fast as fast
+from bqbatch_sql import request_spec as spec
 from bqbatch_sql.nodes import Relation
 from bqbatch_sql.request_sql import message_sql, request_problem, status_sql
 from bqbatch_sql.request_sql_ops import _and, _case, _not, _not_null
@@ -54,6 +56,7 @@ class Classified:
     total: int
     groups: int  # distinct tails checked once each
     checked_rows: int  # rows that took the full checks themselves
+    to_check: int  # requests the full checks ran on: those rows and one per distinct tail (not a bare '}')
 
 
 def classify_sql(source: Relation, request: str) -> exp.Create:
@@ -88,13 +91,21 @@ def check_sql(source: Relation, request: str) -> exp.Create:
     return _create(CHECK, exp.union(tails, rows, distinct=False))
 
 
-@functools.lru_cache(maxsize=1)
-def found_sql() -> str:
+@functools.lru_cache(maxsize=2)
+def found_sql(schema: bool = True) -> str:
     """Statement 2: the full checks over the compact table. Rendered once per process:
-    the checks are a large tree (~0.3 s to build and render)."""
-    problem = request_problem(exp.column("request"), "duckdb", fast=False)
+    the checks are a large tree (~0.3 s to build and render). schema=False: without
+    the responseSchema checks, for a table where no request can hold one."""
+    problem = request_problem(exp.column("request"), "duckdb", fast=False, schema=schema)
     # Kept whole: a filter on p would make DuckDB plan and evaluate the checks twice.
     return _create(FOUND, exp.select("id", "grp", problem.as_("p")).from_(_temp(CHECK))).sql("duckdb")
+
+
+def may_hold_schema(request: exp.Expression) -> exp.Expression:
+    """The text names a responseSchema key (either spelling), or has a \\u escape, which
+    could spell one: without either, no key of that name exists."""
+    keys = [json.dumps(a) for a in spec.GENERATION_CONFIG.get("responseSchema").aliases]
+    return exp.or_(*[exp.func("contains", request.copy(), exp.Literal.string(t)) for t in [*keys, "\\u"]])
 
 
 def _bad_rows() -> exp.Select:
@@ -115,16 +126,29 @@ def run(con: Any, source: Relation, request: str, *, is_view: bool = False) -> t
         source = Relation("temp", "main", SOURCE)
     con.execute(classify_sql(source, request).sql("duckdb"))
     con.execute(check_sql(source, request).sql("duckdb"))
+    classified, schema = survey(con)
+    con.execute(found_for(classified, schema))
+    return source, classified
+
+
+def survey(con: Any) -> tuple[Classified, bool]:
+    """What statement 1 found, and whether any request to check may hold a responseSchema."""
     total, groups = con.execute(exp.select("coalesce(sum(n), 0)", "count(*) FILTER (WHERE ok)").from_(
         _temp(GROUPS)).sql("duckdb")).fetchone()
-    to_check, checked = con.execute(exp.select("count(*)", "count(*) FILTER (WHERE NOT grp)").from_(
-        _temp(CHECK)).sql("duckdb")).fetchone()
-    if to_check:
-        con.execute(found_sql())
-    else:  # every row vouched for: spare the checks' planning (~0.3 s)
-        con.execute(_create(FOUND, exp.select("id", "grp", exp.cast(exp.Null(), exp.DataType.build("VARCHAR[]"))
-                                              .as_("p")).from_(_temp(CHECK))).sql("duckdb"))
-    return source, Classified(int(total), int(groups), int(checked))
+    to_check, checked, schema = con.execute(exp.select(
+        "count(*)", "count(*) FILTER (WHERE NOT grp)", exp.func("coalesce", exp.func("bool_or", may_hold_schema(
+            exp.column("request"))), exp.false())).from_(_temp(CHECK)).sql("duckdb")).fetchone()
+    return Classified(int(total), int(groups), int(checked), int(to_check)), bool(schema)
+
+
+def found_for(classified: Classified, schema: bool) -> str:
+    """Statement 2 as the survey allows: the full checks (without the responseSchema part
+    when no request can hold one), or none at all when every row was vouched for."""
+    if classified.to_check:
+        return found_sql(schema=schema)
+    # spare the checks' planning (~0.3 s): an empty table of problems
+    return _create(FOUND, exp.select("id", "grp", exp.cast(exp.Null(), exp.DataType.build("VARCHAR[]")).as_("p"))
+                   .from_(_temp(CHECK))).sql("duckdb")
 
 
 def counts_sql() -> str:
