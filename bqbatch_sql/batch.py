@@ -206,7 +206,7 @@ def run_batch_prediction(runner: "Runner", compiled: CompiledModel, result: "Nod
     if job.state == JobState.PARTIALLY_SUCCEEDED:
         result.message = jobs.partial_message(job, output)
     result.rows = actual
-    result.batch = {**_summary(adapter, output, job.name, job.state, reused=False), **spent.fields(),
+    result.batch = {**_summary(adapter, output, job.name, job.state, reused=False, tokens=False), **spent.fields(),
                     "submitted_rows": expected, "kind": kind, **({"jobs": group.count} if group else {})}
     _parsed_view(runner, compiled, requests)
 
@@ -259,8 +259,9 @@ def validate_model(ctx, compiled: CompiledModel):
     ctx.adapter.create_schema(preview.schema)
     ctx.adapter.create_table_as(preview, compiled.query)
     try:
+        # No per-job limit to report: past it a run shards the table into several jobs (sharding.py).
         return validate_relation(ctx.adapter, preview, model=model.name, path=model.path,
-                                 key_columns=model.config.key_columns)
+                                 key_columns=model.config.key_columns, max_requests=None)
     finally:
         ctx.adapter.drop_relation(preview)
 
@@ -345,10 +346,13 @@ def _append_invalid(adapter, requests: Relation, output: Relation) -> None:
     _with_statuses(adapter, requests, output.with_name(f"{output.name}__checked"), append)
 
 
-def _summary(adapter, output: Relation, job_name: str, state: JobState, reused: bool) -> dict[str, Any]:
-    """Rows, successes, failures and token totals of the output table, summed in the warehouse."""
+def _summary(adapter, output: Relation, job_name: str, state: JobState, reused: bool,
+             tokens: bool = True) -> dict[str, Any]:
+    """Rows, successes, failures and token totals of the output table, summed in the warehouse.
+
+    tokens=False skips reading every response (the caller has this run's tokens from cost.usage)."""
     def usage(field: str) -> str:
-        return f"SUM(SAFE_CAST(JSON_VALUE(response, '$.usageMetadata.{field}') AS INT64))"
+        return f"SUM(SAFE_CAST(JSON_VALUE(response, '$.usageMetadata.{field}') AS INT64))" if tokens else "0"
 
     sql = (
         f"SELECT COUNT(*), COUNTIF(status IS NULL OR status = ''), {usage('promptTokenCount')}, "

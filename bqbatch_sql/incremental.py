@@ -201,7 +201,10 @@ def merge(adapter: Any, requests: Relation, previous: Relation | None, new: Rela
     for alias, relation in sides:
         types = rowsql.column_types(adapter, relation)
         same = key.match(alias, "r", col("__bqb_req", alias), rowsql.request_text(r_types, "r"))
-        query = query.join(_answers(relation, key, types), on=same, join_type="LEFT", join_alias=alias)
+        # The large side, the previous output, usually holds one row per key: then it needs no deduplication
+        # (a window over every row, the costliest part of a merge).
+        dedupe = alias == "n" or key.by_request or not _unique(adapter, relation, key)
+        query = query.join(_answers(relation, key, types, dedupe), on=same, join_type="LEFT", join_alias=alias)
     for name in rowsql.OUTPUT_COLUMNS:
         case = exp.Case()
         for alias, _ in sides:
@@ -214,18 +217,27 @@ def merge(adapter: Any, requests: Relation, previous: Relation | None, new: Rela
     rowsql.create_table(adapter, target, query)
 
 
-def _answers(relation: Relation, key: RowKey, types: dict[str, str]) -> exp.Subquery:
-    """One row per (key, request) of an output table, a success first, then the newest."""
+def _answers(relation: Relation, key: RowKey, types: dict[str, str], dedupe: bool = True) -> exp.Subquery:
+    """The answers of an output table by (key, request); with dedupe, one per pair: a success first, then the newest."""
     request = rowsql.request_text(types)
-    partition = [col(c) for c in key.columns] + [request.copy()]
-    order = [exp.Ordered(this=fragment("CASE WHEN OK THEN 0 ELSE 1 END", OK=rowsql.succeeded())),
-             exp.Ordered(this=col("processed_time"), desc=True)]
-    window = exp.Window(this=exp.RowNumber(), partition_by=partition, order=exp.Order(expressions=order))
     query = (exp.select(*[col(c) for c in key.columns], request.as_("__bqb_req"),
                         *[col(c) for c in rowsql.OUTPUT_COLUMNS], exp.true().as_("__bqb_hit"))
-             .from_(relation.table()).where(exp.true())
-             .qualify(exp.EQ(this=window, expression=exp.Literal.number(1))))
+             .from_(relation.table()))
+    if dedupe:
+        partition = [col(c) for c in key.columns] + [request.copy()]
+        order = [exp.Ordered(this=fragment("CASE WHEN OK THEN 0 ELSE 1 END", OK=rowsql.succeeded())),
+                 exp.Ordered(this=col("processed_time"), desc=True)]
+        window = exp.Window(this=exp.RowNumber(), partition_by=partition, order=exp.Order(expressions=order))
+        query = query.where(exp.true()).qualify(exp.EQ(this=window, expression=exp.Literal.number(1)))
     return query.subquery()
+
+
+def _unique(adapter: Any, relation: Relation, key: RowKey) -> bool:
+    """Whether no two rows of `relation` share a key (one hash aggregate, no sort)."""
+    keys = [col(c) for c in key.columns]
+    doubled = (exp.select(exp.Literal.number(1)).from_(relation.table()).group_by(*keys)
+               .having(exp.GT(this=exp.Count(this=exp.Star()), expression=exp.Literal.number(1))).limit(1))
+    return not rowsql.fetch(adapter, doubled)
 
 
 def nothing_to_submit(runner: Any, compiled: Any, result: Any, delta: Delta, entry: Any, fp: str, checksum: str) -> None:

@@ -65,7 +65,7 @@ def retry_model(runner: "Runner", compiled: "CompiledModel", result: "NodeResult
         rowsql.drop(adapter, rows)
     result.rows = adapter.row_count(output)
     summary = _summary(adapter, output, last.name if last else "-", last.state if last else JobState.SUCCEEDED,
-                       reused=last is None)
+                       reused=last is None, tokens=False)
     if first == 0:
         result.message = "nothing to retry: every row has an answer"
     else:
