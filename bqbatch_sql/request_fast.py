@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 
 from sqlglot import exp
 
 from bqbatch_sql import request_spec as spec
-from bqbatch_sql.request_sql_ops import BASE64, _and, _fn, _lit, _not, _num
+from bqbatch_sql.request_sql_ops import BASE64, _and, _case, _fn, _lit, _not, _num
 
 # -- the JSON grammar (RFC 8259) as RE2 pieces: exact, so what they match is JSON -----
 
@@ -93,6 +94,60 @@ def _list(item: str, *, empty: bool = False) -> str:
     return r"\[" + WS + (f"(?:{items})?" if empty else items) + WS + r"\]"
 
 
+def _number(f: spec.Field) -> str | None:
+    """JSON number literals inside the field's range, from its spec (a subset: no exponent,
+    an int without a fraction, at most 9 digits: below 2**31); None when not expressible."""
+    frac = "" if f.kind == "int" else r"(?:\.[0-9]+)?"
+    zeros = "" if f.kind == "int" else r"(?:\.0+)?"
+    big = "[1-9][0-9]{0,8}"
+    low, high = f.low, f.high
+    if high is None:
+        return {None: f"-?(?:0|{big}){frac}", 0: f"(?:0|{big}){frac}", 1: f"{big}{frac}"}.get(low)
+    if low is None or low != int(low) or high != int(high) or high - low > 20:
+        return None
+    alternatives = []
+    for i in range(int(low), int(high)):  # the numbers in [i, i + 1)
+        if i >= 0:
+            alternatives.append(f"{i}{frac}")
+        else:  # -k itself, and -(k - 1).x
+            alternatives.append(f"-{-i}{zeros}")
+            if f.kind != "int":
+                alternatives.append(f"-{-i - 1}\\.[0-9]+")
+    if f.high_inclusive:
+        alternatives.append(f"{int(high)}{zeros}" if high >= 0 else f"-{-int(high)}{zeros}")
+    return "(?:" + "|".join(alternatives) + ")"
+
+
+def _scalar(f: spec.Field) -> str | None:
+    """The accepted values of a scalar field of generationConfig, or None (not in the head)."""
+    if f.repeated:
+        return None
+    if f.kind in ("number", "int"):
+        return _number(f)
+    if f.kind == "bool":
+        return "(?:true|false)"
+    if f.kind == "enum":
+        return '"(?:' + "|".join(f.enum) + ')"'
+    if f.name == "responseMimeType":  # without a responseSchema (not taken here) any listed type goes
+        return '"(?:' + "|".join(re.escape(m) for m in spec.RESPONSE_MIME_TYPES) + ')"'
+    return None
+
+
+def _scalar_object(msg: spec.Message, snake: bool) -> str:
+    """An object of the message's scalar fields (and nested objects of them), all in one
+    spelling -- so camelCase and snake_case of one field never meet (the full checks
+    refuse that); a key given twice is read first by the full checks, both must match."""
+    members = []
+    for f in msg.fields:
+        name = f.snake if snake else f.name
+        if f.name in msg.nested:
+            members.append(f'"{name}"' + WS + ":" + WS + _scalar_object(msg.nested[f.name], snake))
+        elif (value := _scalar(f)) is not None:
+            members.append(f'"{name}"' + WS + ":" + WS + value)
+    member = "(?:" + "|".join(members) + ")"
+    return r"\{" + WS + f"(?:{member}(?:{WS},{WS}{member})*)?" + WS + r"\}"
+
+
 @functools.lru_cache(maxsize=1)
 def head_pattern() -> str:
     """The head of a request the full checks accept, anchored at the start of the text.
@@ -126,6 +181,23 @@ def head_pattern() -> str:
     # are refused by the full checks (one in the head and one in the tail: `tail_groupable_sql`)
     sep = WS + "," + WS
     return "^" + WS + r"\{" + WS + f"(?:{contents}{_opt(system_member, True)}|{system_member}{sep}{contents})" + WS
+
+
+@functools.lru_cache(maxsize=1)
+def config_tail_pattern() -> str:
+    """A tail that is a generationConfig of scalar fields and the closing brace: its values
+    often vary per row (a seed, a temperature), so it is checked here, per row, rather
+    than once per distinct tail."""
+    config = spec.REQUEST.get("generationConfig")
+    member = "(?:" + "|".join(f'"{a}"' + WS + ":" + WS + _scalar_object(spec.GENERATION_CONFIG, a != config.name)
+                              for a in config.aliases) + ")"
+    return "," + WS + member + WS + r"\}" + WS
+
+
+def canonical_tail_sql(tail: exp.Expression) -> exp.Expression:
+    """The tail to group by: a scalar generationConfig that passes (`config_tail_pattern`)
+    counts as no tail at all, so rows differing only there share one group."""
+    return _case([(_fn("regexp_full_match", tail.copy(), _lit(config_tail_pattern())), _lit("}"))], tail)
 
 
 def tail_sql(raw: exp.Expression) -> exp.Expression:
@@ -162,9 +234,9 @@ def scalar_fast_valid(request: exp.Expression) -> exp.Expression:
     grouping): a sound head and nothing after it."""
     raw = exp.cast(request.copy(), exp.DataType.build("VARCHAR"))
     tail = tail_sql(raw.copy())
-    return _and(head_ok_sql(raw, tail.copy()), _fn("regexp_full_match", tail, _lit(r"\}" + WS)))
+    return _and(head_ok_sql(raw, tail.copy()), bare_tail_sql(canonical_tail_sql(tail)))
 
 
 def bare_tail_sql(tail: exp.Expression) -> exp.Expression:
-    """The tail holds nothing but the closing brace: the request is its head alone."""
+    """Nothing but the closing brace is left: the request is its head alone."""
     return _fn("regexp_full_match", tail, _lit(r"\}" + WS))

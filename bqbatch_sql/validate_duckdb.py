@@ -66,7 +66,7 @@ def classify_sql(source: Relation, request: str) -> exp.Create:
     cut = exp.select("rid", "raw", fast.tail_sql(exp.column("raw")).as_("tail")).from_(rows.subquery("r"))
     ok = fast.head_ok_sql(exp.column("raw"), exp.column("tail"))
     classified = exp.select("rid", ok.as_("ok"), "tail").from_(cut.subquery("c"))
-    tail = _case([(exp.column("ok"), exp.column("tail"))])
+    tail = _case([(exp.column("ok"), fast.canonical_tail_sql(exp.column("tail")))])
     grouped = (exp.select(exp.column("ok"), tail.as_("tail"), exp.Count(this=exp.Star()).as_("n"),
                           exp.func("list", exp.column("rid")).as_("rids"))
                .from_(classified.subquery("k")).group_by(exp.column("ok"), tail.copy()))

@@ -333,13 +333,15 @@ def test_fast_path_vouches_for_the_common_shapes(adapter):
     common = [r for i, r in enumerate(VALID) if i not in (9, 16)] + [
         json.dumps({"system_instruction": {"parts": [{"text": "You are a chef."}]}, "contents": [TEXT]}),
         json.dumps({"contents": [TEXT]}, separators=(",", ":")) * 1,
-    ] + [MACRO_ROW] * 50
+    ] + [MACRO_ROW] * 50 + [cfg(temperature=i / 50, seed=i, maxOutputTokens=100 + i) for i in range(100)]
     rel = load(adapter, "common", common)
     con = adapter.cursor()
     try:
         _, classified = vd.run(con, rel, "request")
         assert classified.checked_rows == 0
         assert classified.total == len(common)
+        # a scalar generationConfig is checked per row: rows differing only there share a group
+        assert classified.groups < 20
     finally:
         for sql in vd.drop_scratch_sql():
             con.execute(sql)
@@ -360,6 +362,14 @@ MUTATION_BASES = [
     json.dumps({"system_instruction": {"role": "x", "parts": [{"text": "Be brief."}]},
                 "contents": [{"parts": [{"inline_data": {"mime_type": "image/png", "data": "iVBO"}}], "role": "model"}]}),
     r'{"contents":[{"role":"user","parts":[{"text":"a\"b\\c\u00e9\ud83d\ude00 \/"}]}],"generation_config":{"top_p":0.5}}',
+    # a generationConfig of scalars ends the request: the head pattern takes it, ranges and all
+    json.dumps({"contents": [TEXT], "generationConfig": {
+        "temperature": 2, "topP": 0.25, "topK": 40, "seed": -3, "presencePenalty": -2, "frequencyPenalty": 1.99,
+        "candidateCount": 8, "logprobs": 20, "maxOutputTokens": 10, "responseMimeType": "text/plain",
+        "thinkingConfig": {"thinkingBudget": 0, "includeThoughts": True, "thinkingLevel": "LOW"}}}),
+    json.dumps({"system_instruction": {"parts": [{"text": "Be brief."}]}, "contents": [TEXT], "generation_config": {
+        "temperature": 0.5, "max_output_tokens": 100, "presence_penalty": -1.5, "top_p": 1.0, "response_logprobs": False,
+        "thinking_config": {"thinking_budget": 12}}}, separators=(",", ":")),
 ]
 
 
