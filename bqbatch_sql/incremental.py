@@ -258,5 +258,6 @@ def nothing_to_submit(runner: Any, compiled: Any, result: Any, delta: Delta, ent
     result.message = f"up to date: {delta.describe()}; nothing was submitted"
     result.rows = adapter.row_count(output)
     result.batch = {**_summary(adapter, output, entry.job_name if entry else "-",
-                               entry.state if entry else JobState.SUCCEEDED, reused=True), "submitted_rows": 0}
+                               entry.state if entry else JobState.SUCCEEDED, reused=True, tokens=False),
+                    "submitted_rows": 0, "cost_usd": 0.0}
     _parsed_view(runner, compiled, delta.requests)

@@ -332,3 +332,21 @@ def test_retry_on_bigquery_and_vertex(emulator, cloud_project, cli):
     assert rows == [(20, 20, 20)]
     retry_job = _vertex_jobs(emulator, dataset)[-1]
     assert retry_job.src.bigquery_uri.endswith("sentiment__requests_retry")
+
+
+def test_an_incremental_job_left_with_no_wait_is_merged_by_wait(emulator, cloud_project, cli):
+    root, dataset = cloud_project("incremental=true, unique_key='review_id'")
+    args = ("--project-dir", root, "--profiles-dir", root)
+    _ok(cli("build", *args))
+    _edit_seed(root, "loud fan", "quiet fan")
+    _ok(cli("seed", *args))
+    submitted = _ok(cli("run", *args, "--no-wait"))
+    assert "1 of 4 rows new, changed or failed" in submitted.output and "(--no-wait)" in submitted.output
+
+    done = _ok(cli("wait", *args))
+    assert "re-attached to live job" in done.output
+    assert "predicted 1 of 4 rows (incremental); the other 3 kept their answers" in done.output
+    out = [tuple(r.values()) for r in _bq(emulator).query_and_wait(
+        f"select review_id, review_text, status from {dataset}.sentiment order by 1")]
+    assert out == [(1, "great kettle", ""), (2, "bad lid", ""), (3, "ok blender", ""), (4, "quiet fan", "")]
+    assert len(_vertex_jobs(emulator, dataset)) == 2
