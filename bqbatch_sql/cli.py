@@ -284,9 +284,10 @@ def wait_(project_dir, profiles_dir, target, vars_, debug, select, exclude, canc
 @_selection
 @_handle_errors
 def status(project_dir, profiles_dir, target, vars_, debug, select, exclude):
-    """Show the newest batch job of each selected batch_prediction model: state, counts, age, console link;
+    """Show the newest batch job of each selected batch_prediction model, and what its last run cost.
 
-    then the tokens (from usageMetadata) and cost of each model's last finished run.
+    One line per model: job, state, counts, age, console link; then the tokens (from
+    usageMetadata) and cost of each model's last finished run.
     """
     from bqbatch_sql.jobs import status_rows
 
