@@ -169,6 +169,24 @@ def test_failed_rows_are_resubmitted_by_the_next_run_but_refused_ones_wait(make_
     assert "nothing was submitted" in _ok(cli("run", "--project-dir", root)).output
 
 
+def test_a_ledger_from_before_incremental_runs_gets_the_new_columns(make_project, cli):
+    root = _project(make_project)
+    _ok(cli("seed", "--project-dir", root))
+    # The first ledger layout, with one finished job of the model in it.
+    with duckdb.connect(str(root / "target" / "bqbatch.duckdb")) as db:
+        db.execute("create table main.bqbatch_jobs (model_unique_id varchar, fingerprint varchar, data_checksum "
+                   "varchar, backend varchar, job_name varchar, state varchar, total bigint, succeeded bigint, "
+                   "failed bigint, incomplete bigint, source varchar, destination varchar, recorded_at timestamptz)")
+        db.execute("insert into main.bqbatch_jobs values ('model.sentiment', 'old', '4:1', 'local', 'job-1', "
+                   "'JOB_STATE_SUCCEEDED', 4, 4, 0, 0, 'main.sentiment__requests', 'main.sentiment', now())")
+    _ok(cli("run", "--project-dir", root))
+    columns = [c for (c,) in _rows(root, "select column_name from information_schema.columns "
+                                         "where table_name = 'bqbatch_jobs' order by ordinal_position")]
+    assert columns[-7:] == ["kind", "shard", "shard_count", "group_id", "prompt_tokens", "output_tokens", "cost_usd"]
+    assert _rows(root, "select job_name, kind from main.bqbatch_jobs order by recorded_at")[0] == ("job-1", None)
+    assert [j[1] for j in _jobs(root)] == [None, "full"]  # the old job, then this run's
+
+
 # -- bqbatch retry, local target ---------------------------------------------------------------
 
 
