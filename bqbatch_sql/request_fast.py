@@ -21,7 +21,10 @@ once, by the full checks, as part of a small request: a valid content, then the 
 (`synthesized_request`). Its verdict -- problem and message included -- is the
 verdict of every row of the group: the full checks look at the root's keys, then
 contents, then the other members, so a row with a sound head fails exactly where
-its tail fails.
+its tail fails. One tail varies per row often enough to get its own pattern: a
+generationConfig of scalar fields alone (a seed, a temperature per row), whose ranges
+and enums the spec turns into a pattern too (`config_tail_pattern`); such a tail counts
+as none.
 
 Rows the pattern does not match (an unusual shape, or a problem in the head) say
 nothing; they go to the full checks, which have the final word and the exact
