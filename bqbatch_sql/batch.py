@@ -61,9 +61,9 @@ def run_batch_prediction(runner: "Runner", compiled: CompiledModel, result: "Nod
     reporter = runner.reporter
 
     options = runner.options
-    if getattr(options, "dry_run", False):  # `bqbatch run --dry-run`: rows, tokens and cost; submit nothing
+    if options.dry_run:  # `bqbatch run --dry-run`: rows, tokens and cost; submit nothing
         return cost.dry_run(runner, compiled, result)
-    if getattr(options, "retry", False):  # `bqbatch retry`: resubmit failed and missing rows
+    if options.retry:  # `bqbatch retry`: resubmit failed and missing rows
         from bqbatch_sql.retry import retry_model
 
         return retry_model(runner, compiled, result)
@@ -150,7 +150,8 @@ def run_batch_prediction(runner: "Runner", compiled: CompiledModel, result: "Nod
             group = (sharding.resume_group(ctx, model.unique_id, fp, checksum)
                      or sharding.new_group(adapter, source, output, fp, shards, checksum, kind))
         else:
-            job = predictor.submit(_spec(ctx, compiled, fp, source, destination))
+            job = predictor.submit(_spec(ctx, compiled, fp, source, destination,
+                                         prevalidated=cfg.on_invalid in ("fail", "skip")))
             ledger.record(model.unique_id, fp, checksum, predictor.name, job, source, destination, kind=kind)
             reporter.plain(f"    {model.name}: submitted {job.name}")
             if not wait:
@@ -212,7 +213,7 @@ def run_batch_prediction(runner: "Runner", compiled: CompiledModel, result: "Nod
 
 
 def _spec(ctx, compiled: CompiledModel, fp: str, source: Relation, destination: Relation,
-          shard: str | None = None) -> BatchJobSpec:
+          shard: str | None = None, prevalidated: bool = False) -> BatchJobSpec:
     model, cfg = compiled.model, compiled.model.config
     labels = {"bqbatch_model": _label_value(model.name), "bqbatch_fingerprint": fp, **cfg.labels}
     if shard is not None:
@@ -220,7 +221,7 @@ def _spec(ctx, compiled: CompiledModel, fp: str, source: Relation, destination: 
     return BatchJobSpec(
         model_id=cfg.model, source=source, destination=destination,
         display_name=f"bqbatch-{ctx.project.name}-{model.name}" + (f"-shard-{shard}" if shard is not None else ""),
-        labels=labels, options=dict(cfg.predictor_options),
+        labels=labels, options=dict(cfg.predictor_options), prevalidated=prevalidated,
     )
 
 

@@ -157,9 +157,8 @@ class Context:
         if not node_ids:
             reporter.line("Nothing to do: the selection matches no node of this kind.")
         options = RunOptions(full_refresh=full_refresh, debug=debug, wait=wait,
-                             cancel_on_interrupt=cancel_on_interrupt, attach_only=attach_only)
-        # Read by batch.py with getattr (RunOptions lives in runner.py).
-        options.dry_run, options.retry = dry_run, retry
+                             cancel_on_interrupt=cancel_on_interrupt, attach_only=attach_only,
+                             dry_run=dry_run, retry=retry)
         runner = Runner(self, node_ids, reporter, options)
         results = runner.run()
         self.interrupted = runner.interrupted.is_set()

@@ -106,7 +106,7 @@ def _attempt(runner: "Runner", compiled: "CompiledModel", fp: str, checksum: str
             job = _wait(predictor, job, runner.reporter, model.name, getattr(runner, "interrupted", None))
         except jobs.Interrupted:
             message = jobs.interrupted_message(predictor, job, model.name,
-                                               getattr(runner.options, "cancel_on_interrupt", False))
+                                               runner.options.cancel_on_interrupt)
             result.batch = jobs.batch_info(job, interrupted=True)
             raise jobs.Interrupted(f"Model '{model.name}': {message}") from None
         ledger.record(model.unique_id, fp, checksum, predictor.name, job, rows, destination, kind="retry")

@@ -27,6 +27,8 @@ class RunOptions:
     debug: bool = False
     cancel_on_interrupt: bool = False  # Ctrl-C cancels the batch jobs being waited for
     attach_only: bool = False  # `bqbatch wait`: finish submitted batch jobs, submit none
+    dry_run: bool = False  # `run --dry-run`: estimate rows, tokens and cost; submit nothing
+    retry: bool = False  # `bqbatch retry`: resubmit only failed or missing rows
 
 
 class Runner:
