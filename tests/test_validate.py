@@ -504,3 +504,13 @@ def test_on_invalid_fail_names_the_row_and_submits_nothing(make_project, cli):
     assert "1 of 3 requests are invalid; nothing was submitted" in result.output
     assert "review_id=2: Unable to submit request because contents[0].parts[0] has no data" in result.output
     assert "submitted projects/" not in result.output
+
+
+def test_validate_relation_reads_a_view_once(adapter):
+    by_name = {name: r for name, r, _, _ in CATALOG}
+    rel = load(adapter, "view_source", [VALID[0], by_name["temperature_high"], VALID[2], by_name["seeds_tester_role"]])
+    adapter.connection.execute(f"CREATE OR REPLACE VIEW main.view_requests AS SELECT * FROM {rel.sql('duckdb')} WHERE id > 0")
+    report = validate_relation(adapter, Relation(None, "main", "view_requests"), model="m", path="models/m.sql",
+                               key_columns=["id"])
+    assert (report.total, report.invalid) == (3, 2)
+    assert [(s.keys, s.code) for s in report.samples] == [({"id": 1}, "out_of_range"), ({"id": 3}, "invalid_role")]
