@@ -8,6 +8,8 @@ UNNEST subqueries. Everything is a sqlglot tree; constants are sqlglot literals.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -125,7 +127,7 @@ def _range_text(f: Field) -> str:
     return f"from {f.low:g} (inclusive) to {f.high:g} ({'inclusive' if f.high_inclusive else 'exclusive'})"
 
 
-class Ops:
+class Ops(ABC):
     """The JSON, list and string primitives the rules are written with, for one dialect."""
 
     dialect = ""
@@ -212,8 +214,9 @@ class Ops:
     def leaf_row(self, table: dict[str, exp.Expression], i: exp.Expression) -> exp.Expression:
         return self.struct(**{name: self.at(values, i) for name, values in table.items()})
 
+    @abstractmethod
     def text(self, e: exp.Expression) -> exp.Expression:
-        raise NotImplementedError
+        ...
 
     def number(self, s: exp.Expression) -> exp.Expression:
         return exp.TryCast(this=s, to=exp.DataType.build(self.DOUBLE, dialect=self.dialect))

@@ -18,6 +18,8 @@ request table materialized again by the rerun maps onto the same keys.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import dataclasses
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -66,7 +68,7 @@ def progress_relation(destination: Relation) -> Relation:
     return destination.with_name(f"{destination.name}__progress")
 
 
-class ProgressStore:
+class ProgressStore(ABC):
     """The job's rows in the warehouse: what is pending, what was answered, and the final table."""
 
     dialect: ClassVar[str]
@@ -99,22 +101,27 @@ class ProgressStore:
 
     # -- what a subclass provides ------------------------------------------------------
 
+    @abstractmethod
     def _columns(self, relation: Relation) -> list[tuple[str, str]] | None:
         """(name, BigQuery type name) of the relation's columns; None when it does not exist."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _run(self, statement: exp.Expression) -> None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _fetch(self, query: exp.Expression) -> list[tuple]:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _stream(self, query: exp.Expression, batch_rows: int) -> Iterator[list[tuple]]:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def append(self, relation: Relation, columns: tuple[tuple[str, str], ...], rows: list[tuple]) -> None:
         """Append rows (tuples in `columns` order; BigQuery type names) in one statement or call."""
-        raise NotImplementedError
+        ...
 
     def write(self, results: list[RowResult]) -> None:
         """Append answers to the progress table."""
@@ -139,14 +146,17 @@ class ProgressStore:
     def drop(self, relation: Relation) -> None:
         self._drop(relation)
 
+    @abstractmethod
     def _row_hash(self, row: exp.Expression) -> exp.Expression:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _request_text(self, request: exp.Expression) -> exp.Expression:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _parse_json(self, text: exp.Expression) -> exp.Expression:
-        raise NotImplementedError
+        ...
 
     # -- the job's steps -----------------------------------------------------------------
 

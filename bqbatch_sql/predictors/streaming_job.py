@@ -14,6 +14,8 @@ what was not answered yet.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import atexit
 import dataclasses
 import queue
@@ -46,7 +48,7 @@ class _Run:
     writer_error: BaseException | None = None
 
 
-class StreamingPredictor:
+class StreamingPredictor(ABC):
     """Base of the predictors that answer one request per call; subclasses make the backend."""
 
     name: ClassVar[str] = "streaming"
@@ -69,9 +71,10 @@ class StreamingPredictor:
 
     # -- what a subclass provides ---------------------------------------------------------
 
+    @abstractmethod
     def make_backend(self, spec: BatchJobSpec) -> tuple[Backend, str]:
         """The backend for this job and a fingerprint of what its answers depend on (model, server)."""
-        raise NotImplementedError
+        ...
 
     # -- the Predictor protocol -----------------------------------------------------------
 
