@@ -236,7 +236,7 @@ class LocalPredictor:
             # expression that DuckDB takes ~0.5 s to plan, too much to pay per chunk.
             with _phase(run, "validate"):
                 if spec.prevalidated or bool(spec.options.get("assume_valid")):
-                    for statement in plan.validate_all(assume_valid=True):
+                    for statement in plan.validate_all():
                         cursor.execute(statement)
                 else:  # every row's status, in table order (rid, v): the validator's fast path
                     from bqbatch_sql.validate import materialize_statuses

@@ -163,25 +163,19 @@ class JobPlan:
             statements.insert(0, exp.Drop(tables=[self.destination.table()], kind="VIEW", exists=True))
         return [s.sql("duckdb") for s in statements]
 
-    def validate_all(self, assume_valid: bool = False) -> list[str]:
-        """Every row's status (NULL when valid) from the shared rules, in table order, into the 'status' scratch table.
+    def validate_all(self) -> list[str]:
+        """Statuses of a table bqbatch has just validated, in table order, into the 'status' scratch table.
 
+        Only rows that are not JSON objects get a status here (the runner's checks passed
+        the rest); a table not validated before goes through validate.materialize_statuses.
         Stored in scan order, one row per source row, so each chunk pairs it with the
         source by POSITIONAL JOIN: a hash join would reorder the chunk and sorting it
         back costs ~1.2 s of CPU per million rows.
-
-        The full rules run only on the rows a cheap test cannot vouch for, gathered
-        together first: DuckDB pays the full checks' fixed cost per vector of rows
-        however few of them need it (measured: 17 s for 1M rows with 1% invalid as one
-        pass, against ~2 s this way). The cheap test is the validator's
-        (`request_rules.duckdb_fast_valid`); with assume_valid (the runner already ran
-        the rules over this table) it is only "a JSON object", for the status text of
-        rows that are not.
         """
         request = exp.column(self.request, quoted=True)
         # The cheap test reads __bqb_j, NULL unless the request is valid JSON: DuckDB
         # may hoist parts of an expression out of a CASE guard, never out of a NULL.
-        vouched = "JSON_TYPE(__bqb_j) = 'OBJECT'" if assume_valid else _fast_valid_sql("__bqb_j")
+        vouched = "JSON_TYPE(__bqb_j) = 'OBJECT'"
         guarded = exp.select("rowid AS rid", request, sql_fragment("CASE WHEN JSON_VALID(R) THEN R END", R=request)
                              .as_("__bqb_j")).from_(self.source.table())
         suspects = exp.select("s.rid", f"{_STATUS_SLOT} AS v").from_(
@@ -362,17 +356,6 @@ def _status_sql(request_column: str) -> str:
     from bqbatch_sql.validate import request_status_sql
 
     return request_status_sql(exp.column(request_column, table="s", quoted=True), "duckdb").sql("duckdb")
-
-
-@functools.lru_cache(maxsize=8)
-def _fast_valid_sql(request_column: str) -> str:
-    """The validator's cheap test (TRUE: the request passes every rule), or FALSE when it has none."""
-    from bqbatch_sql import request_rules
-
-    fast = getattr(request_rules, "duckdb_fast_valid", None)
-    if fast is None:
-        return "FALSE"
-    return fast(request_rules.DuckDBOps(), exp.column(request_column, quoted=True)).sql("duckdb")
 
 
 def _catalog_query(what: str, relation: Relation, column: str) -> tuple[str, list[Any]]:
