@@ -181,7 +181,7 @@ def head_pattern() -> str:
     contents = _member(request.get("contents"), _list(turn))
     system_member = _member(request.get("systemInstruction"), system)
     # the system instruction before or after contents, not both: both spellings at once
-    # are refused by the full checks (one in the head and one in the tail: `tail_groupable_sql`)
+    # are refused by the full checks (one in the head and one in the tail: `system_split_sql`)
     sep = WS + "," + WS
     return "^" + WS + r"\{" + WS + f"(?:{contents}{_opt(system_member, True)}|{system_member}{sep}{contents})" + WS
 
@@ -221,10 +221,19 @@ def head_ok_sql(raw: exp.Expression, tail: exp.Expression) -> exp.Expression:
     return exp.Coalesce(this=cond, expressions=[exp.false()])
 
 
-def tail_groupable_sql(tail: exp.Expression) -> exp.Expression:
-    """A tail that names a system instruction cannot be checked apart from the head (the
-    camelCase/snake_case pair would be split between them): its rows take the full checks."""
-    return _and(*[_not(_fn("contains", tail, _lit(json.dumps(a)))) for a in spec.REQUEST.get("systemInstruction").aliases])
+def system_split_sql(raw: exp.Expression, tail: exp.Expression) -> exp.Expression:
+    """TRUE when both the head and the tail name a system instruction: one in each could
+    be a camelCase/snake_case pair (or a repeated key) that only the whole request shows,
+    so such rows take the full checks. A system instruction in the tail alone is judged
+    with the tail (our own compiled requests put it after generationConfig: keys sorted).
+    A quoted key cannot occur inside a JSON string, where quotes are escaped."""
+    head = _fn("left", raw, exp.Sub(this=_fn("strlen", raw.copy()), expression=_fn("strlen", tail.copy())))
+    names = spec.REQUEST.get("systemInstruction").aliases
+
+    def names_one(text: exp.Expression) -> exp.Expression:
+        return exp.or_(*[_fn("contains", text.copy(), _lit(json.dumps(a))) for a in names])
+
+    return _and(names_one(head), names_one(tail))
 
 
 def synthesized_request(tail: exp.Expression) -> exp.Expression:

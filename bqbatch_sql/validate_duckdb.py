@@ -64,7 +64,8 @@ def classify_sql(source: Relation, request: str) -> exp.Create:
     raw = exp.cast(_col(request), exp.DataType.build("VARCHAR"))
     rows = exp.select(exp.column("rowid").as_("rid"), raw.as_("raw")).from_(source.table())
     cut = exp.select("rid", "raw", fast.tail_sql(exp.column("raw")).as_("tail")).from_(rows.subquery("r"))
-    ok = fast.head_ok_sql(exp.column("raw"), exp.column("tail"))
+    ok = _and(fast.head_ok_sql(exp.column("raw"), exp.column("tail")),
+              _not(fast.system_split_sql(exp.column("raw"), exp.column("tail"))))
     judged = exp.select("rid", ok.as_("ok"), "tail").from_(cut.subquery("c"))
     # the tail to group by; NULL for the rows whose head did not match
     tail = _case([(exp.column("ok"), fast.canonical_tail_sql(exp.column("tail")))])
@@ -75,9 +76,7 @@ def classify_sql(source: Relation, request: str) -> exp.Create:
         this=exp.NullSafeEQ(this=exp.column("tail"), expression=_lit("}")).not_()))
     grouped = (exp.select("ok", "tail", exp.Count(this=exp.Star()).as_("n"), rids.as_("rids"))
                .from_(classified.subquery("k")).group_by(exp.column("ok"), exp.column("tail")))
-    # a tail naming a system instruction cannot be judged apart from the head
-    groupable = exp.Coalesce(this=exp.and_(exp.column("ok"), fast.tail_groupable_sql(exp.column("tail"))),
-                             expressions=[exp.false()])
+    groupable = exp.Coalesce(this=exp.column("ok"), expressions=[exp.false()])
     numbered = exp.select(exp.Window(this=exp.RowNumber()).as_("gid"), groupable.as_("ok"), "tail", "n", "rids").from_(
         grouped.subquery("g"))
     return _create(GROUPS, numbered)

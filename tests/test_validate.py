@@ -514,3 +514,25 @@ def test_validate_relation_reads_a_view_once(adapter):
                                key_columns=["id"])
     assert (report.total, report.invalid) == (3, 2)
     assert [(s.keys, s.code) for s in report.samples] == [({"id": 1}, "out_of_range"), ({"id": 3}, "invalid_role")]
+
+
+def test_system_instruction_after_other_members_is_judged_like_the_full_checks():
+    """Compiled requests sort their keys, so the system instruction comes after
+    generationConfig; a second spelling split between head and tail is still refused."""
+    head = '{"contents":[{"parts":[{"text":"hi"}],"role":"user"}]'
+    requests = [
+        head + ',"generationConfig":{"temperature":0.2},"systemInstruction":{"parts":[{"text":"Be brief."}]}}',
+        head + ',"systemInstruction":{"parts":[{"text":"a"}]},"generationConfig":{},'
+               '"system_instruction":{"parts":[{"text":"b"}]}}',
+        head + ',"generationConfig":{"temperature":0.2},"systemInstruction":{"parts":[{"text":""}]}}',
+    ]
+    adapter = DuckDBAdapter()
+    adapter.execute("CREATE TABLE t AS SELECT * FROM (VALUES (1, ?::JSON), (2, ?::JSON), (3, ?::JSON)) v(id, request)",
+                    requests)
+    report = validate_relation(adapter, Relation(None, "main", "t"), model="m", path="p", key_columns=["id"])
+    status = request_status_sql(exp.column("request", quoted=True), "duckdb").sql("duckdb")
+    full = dict(adapter.fetchall(f"SELECT id, {status} FROM t"))
+    assert full[1] is None and full[2] and full[3]  # what the full checks say, row by row
+    assert sorted(s.keys["id"] for s in report.samples) == [2, 3]
+    for sample in report.samples:
+        assert sample.message in json.loads(full[sample.keys["id"]].removeprefix("Bad Request: "))["error"]["message"]
