@@ -133,8 +133,9 @@ class LocalPredictor:
 
         A model's `predictor_options` (spec.options) may override response_function,
         failure_rate, latency_seconds and chunk_rows for that model alone. The runner
-        may set `assume_valid` when it has just validated the table with the same
-        rules: the job then skips that work, except for rows that are not JSON objects.
+        sets `spec.prevalidated` when it has just validated every row with the same
+        rules: the job then checks none. The `assume_valid` option skips the rules
+        too, except for rows that are not JSON objects (for tables valid by construction).
         """
         overrides = {k: spec.options[k] for k in _OPTION_NAMES if k in spec.options}
         settings = self.defaults if not overrides else _settings(**{**_as_kwargs(self.defaults), **overrides})
@@ -235,7 +236,9 @@ class LocalPredictor:
             # One validation pass over the whole table: the shared rules are a large
             # expression that DuckDB takes ~0.5 s to plan, too much to pay per chunk.
             with _phase(run, "validate"):
-                if spec.prevalidated or bool(spec.options.get("assume_valid")):
+                if spec.prevalidated:  # bqbatch has just checked every row: all of them are valid
+                    plan.statuses = False
+                elif bool(spec.options.get("assume_valid")):
                     for statement in plan.validate_all():
                         cursor.execute(statement)
                 else:  # every row's status, in table order (rid, v): the validator's fast path
@@ -256,7 +259,8 @@ class LocalPredictor:
             extra = templates.params() if templates else []
             counts = plan.written_counts()
             written = 0
-            for low, high in plan.chunks(settings.chunk_rows):
+            threads = cursor.execute("SELECT current_setting('threads')").fetchone()[0]
+            for low, high in plan.chunks(settings.chunk_rows, int(threads)):
                 if run.cancel.is_set():
                     raise JobCancelled()
                 if using_function:

@@ -386,6 +386,30 @@ def test_assume_valid_skips_the_rules_but_not_garbage(adapter):
     assert tester["status"] == ""  # trusted: the caller's own pre-flight check would have caught it
 
 
+
+def test_prevalidated_job_answers_exactly_as_a_job_that_validates(adapter):
+    # bqbatch validates every row before it submits (on_invalid fail/skip): the job then
+    # checks none, and must still write the same answers, statuses and failure draws.
+    load(adapter, [(i, req(f"prompt {i}", generationConfig={"temperature": 0.1})) for i in range(300)])
+    predictor = LocalPredictor(adapter, failure_rate=0.1, chunk_rows=70)
+    checked = run(adapter, predictor)
+    trusted = predictor.wait(predictor.submit(BatchJobSpec(
+        "gemini-2.5-flash", adapter.relation("reqs"), adapter.relation("trusted"), "test", prevalidated=True)).name, 60)
+    assert (trusted.succeeded, trusted.failed) == (checked.succeeded, checked.failed) and checked.failed > 0
+    assert predictor.timings(trusted.name)["validate"] < predictor.timings(checked.name)["validate"]
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "processed_time"} for r in rows]  # noqa: E731
+    assert strip(output(adapter, "trusted")) == strip(output(adapter))
+
+
+def test_large_chunks_hold_a_row_group_per_thread():
+    from bqbatch_sql.predictors.local_sql import ROW_GROUP_ROWS, JobPlan
+
+    plan = JobPlan(None, None, None, [], "request", 0, 1_000_000 - 1, 1_000_000, "t")
+    two = list(plan.chunks(100_000, threads=2))
+    assert all(high - low == 2 * ROW_GROUP_ROWS for low, high in two) and two[-1][1] >= 1_000_000
+    assert len(list(plan.chunks(100_000, threads=1))) == len(range(0, 1_000_000, ROW_GROUP_ROWS))
+    assert list(plan.chunks(700, threads=2))[:2] == [(0, 700), (700, 1400)]  # small chunks stay as asked
+
 # -- failure_rate ------------------------------------------------------------------------------
 
 
