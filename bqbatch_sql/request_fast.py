@@ -23,8 +23,8 @@ verdict of every row of the group: the full checks look at the root's keys, then
 contents, then the other members, so a row with a sound head fails exactly where
 its tail fails. One tail varies per row often enough to get its own pattern: a
 generationConfig of scalar fields alone (a seed, a temperature per row), whose ranges
-and enums the spec turns into a pattern too (`config_tail_pattern`); such a tail counts
-as none.
+and enums the spec turns into a pattern too (`config_tail_pattern`), then perhaps a
+system instruction of text parts (sorted keys put it there); such a tail counts as none.
 
 Rows the pattern does not match (an unusual shape, or a problem in the head) say
 nothing; they go to the full checks, which have the final word and the exact
@@ -174,16 +174,26 @@ def head_pattern() -> str:
     role = _member(content.get("role"), ROLE_VALUE)
     # role before or after parts (or both: the first is read, both must be valid)
     turn = r"\{" + WS + _opt(role) + _member(content.get("parts"), _list(part)) + _opt(role, True) + WS + r"\}"
-    # a system instruction: its role is ignored (but must be text), its parts may be empty
-    system_role = _member(content.get("role"), STRING)
-    system = (r"\{" + WS + _opt(system_role) + _member(content.get("parts"), _list(part, empty=True))
-              + _opt(system_role, True) + WS + r"\}")
     contents = _member(request.get("contents"), _list(turn))
-    system_member = _member(request.get("systemInstruction"), system)
+    system_member = _system_member(part)
     # the system instruction before or after contents, not both: both spellings at once
     # are refused by the full checks (one in the head and one in the tail: `system_split_sql`)
     sep = WS + "," + WS
     return "^" + WS + r"\{" + WS + f"(?:{contents}{_opt(system_member, True)}|{system_member}{sep}{contents})" + WS
+
+
+def _text_part() -> str:
+    """A part of one non-empty text: what a system instruction holds in nearly every request."""
+    return r"\{" + WS + _member(spec.PART.get("text"), NONEMPTY_STRING) + WS + r"\}"
+
+
+def _system_member(part: str) -> str:
+    """The systemInstruction member: its role is ignored (but must be text), its parts may be empty."""
+    content = spec.CONTENT
+    system_role = _member(content.get("role"), STRING)
+    system = (r"\{" + WS + _opt(system_role) + _member(content.get("parts"), _list(part, empty=True))
+              + _opt(system_role, True) + WS + r"\}")
+    return _member(spec.REQUEST.get("systemInstruction"), system)
 
 
 @functools.lru_cache(maxsize=1)
@@ -194,7 +204,12 @@ def config_tail_pattern() -> str:
     config = spec.REQUEST.get("generationConfig")
     member = "(?:" + "|".join(f'"{a}"' + WS + ":" + WS + _scalar_object(spec.GENERATION_CONFIG, a != config.name)
                               for a in config.aliases) + ")"
-    return "," + WS + member + WS + r"\}" + WS
+    # Compiled requests sort their keys, so a system instruction comes after generationConfig
+    # and lands in the tail; one of text parts is taken here too, or every such table would
+    # pay the full checks' planning (~0.5 s) for its one distinct tail. A system instruction
+    # in both head and tail never gets here (`system_split_sql`).
+    system = _system_member(_text_part())
+    return "," + WS + member + f"(?:{WS},{WS}{system})?" + WS + r"\}" + WS
 
 
 def canonical_tail_sql(tail: exp.Expression) -> exp.Expression:
@@ -246,7 +261,8 @@ def scalar_fast_valid(request: exp.Expression) -> exp.Expression:
     grouping): a sound head and nothing after it."""
     raw = exp.cast(request.copy(), exp.DataType.build("VARCHAR"))
     tail = tail_sql(raw.copy())
-    return _and(head_ok_sql(raw, tail.copy()), bare_tail_sql(canonical_tail_sql(tail)))
+    return _and(head_ok_sql(raw.copy(), tail.copy()), _not(system_split_sql(raw, tail.copy())),
+                bare_tail_sql(canonical_tail_sql(tail)))
 
 
 def bare_tail_sql(tail: exp.Expression) -> exp.Expression:

@@ -367,6 +367,9 @@ MUTATION_BASES = [
         "temperature": 2, "topP": 0.25, "topK": 40, "seed": -3, "presencePenalty": -2, "frequencyPenalty": 1.99,
         "candidateCount": 8, "logprobs": 20, "maxOutputTokens": 10, "responseMimeType": "text/plain",
         "thinkingConfig": {"thinkingBudget": 0, "includeThoughts": True, "thinkingLevel": "LOW"}}}),
+    # what gemini_request compiles to (keys sorted): the system instruction ends the tail
+    '{"contents":[{"parts":[{"text":"Summarize: it \\"works\\""}],"role":"user"}],"generationConfig":{"temperature":0.2},'
+    '"systemInstruction":{"parts":[{"text":"Be brief."}],"role":"system"}}',
     json.dumps({"system_instruction": {"parts": [{"text": "Be brief."}]}, "contents": [TEXT], "generation_config": {
         "temperature": 0.5, "max_output_tokens": 100, "presence_penalty": -1.5, "top_p": 1.0, "response_logprobs": False,
         "thinking_config": {"thinking_budget": 12}}}, separators=(",", ":")),
@@ -514,6 +517,24 @@ def test_validate_relation_reads_a_view_once(adapter):
                                key_columns=["id"])
     assert (report.total, report.invalid) == (3, 2)
     assert [(s.keys, s.code) for s in report.samples] == [({"id": 1}, "out_of_range"), ({"id": 3}, "invalid_role")]
+
+
+def test_compiled_requests_with_a_system_instruction_need_no_full_checks(adapter):
+    """Sorted keys put the system instruction after a scalar generationConfig: such rows,
+    whatever their texts, are vouched for by pattern, and the full checks do not run."""
+    from bqbatch_sql import validate_duckdb as vd
+
+    rows = [json.dumps({"contents": [{"parts": [{"text": f"review {i}"}], "role": "user"}],
+                        "generationConfig": {"temperature": i / 100},
+                        "systemInstruction": {"parts": [{"text": f"Be brief, {i}."}]}}, separators=(",", ":"))
+            for i in range(100)]
+    con = adapter.cursor()
+    try:
+        _, classified = vd.run(con, load(adapter, "compiled", rows), "request")
+        assert (classified.checked_rows, classified.to_check) == (0, 0)
+    finally:
+        for sql in vd.drop_scratch_sql():
+            con.execute(sql)
 
 
 def test_system_instruction_after_other_members_is_judged_like_the_full_checks():
