@@ -77,6 +77,17 @@ class _Run:
     cursors: list[duckdb.DuckDBPyConnection] = dataclasses.field(default_factory=list)
     thread: threading.Thread | None = None
     timings: dict[str, float] = dataclasses.field(default_factory=dict)  # seconds per phase
+    progress: duckdb.DuckDBPyConnection | None = None  # the cursor running the whole-table statement
+
+    def snapshot(self) -> BatchJob:
+        """The job as a get() call sees it: while the one statement runs, its rows done are
+        DuckDB's progress estimate (counted as succeeded; the failures are known at the end)."""
+        job = dataclasses.replace(self.job)
+        if self.progress is not None and job.state == JobState.RUNNING and job.total:
+            percent = self.progress.query_progress()  # -1 before the scan starts
+            if percent > 0:
+                job.succeeded = max(job.succeeded, min(job.total, int(job.total * percent / 100)))
+        return job
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +109,8 @@ class LocalPredictor:
     failure_rate: the fraction of valid rows that end with a transient Vertex error
         (429/500/503 status, NULL response), chosen by a hash: the same rows every run.
     latency_seconds: how long a job stays PENDING before it runs.
-    chunk_rows: rows per progress step (rounded to whole DuckDB row groups when large).
+    chunk_rows: rows handed to a response function per step (rounded to whole DuckDB row
+        groups when large); answers emulated in SQL are written by one statement.
     """
 
     name: ClassVar[str] = "local"
@@ -162,7 +174,7 @@ class LocalPredictor:
                     f"The local predictor knows no job '{job_name}'. Local jobs live in the process that "
                     f"submitted them; run the model again to submit a new job."
                 )
-            return dataclasses.replace(run.job)
+            return run.snapshot()
 
     def cancel(self, job_name: str) -> None:
         """Ask the job to stop; rows already written stay, the rest count as incomplete."""
@@ -259,8 +271,19 @@ class LocalPredictor:
             extra = templates.params() if templates else []
             counts = plan.written_counts()
             written = 0
-            threads = cursor.execute("SELECT current_setting('threads')").fetchone()[0]
-            for low, high in plan.chunks(settings.chunk_rows, int(threads)):
+            if using_function:  # the function is fed chunk by chunk: bounded memory, progress per chunk
+                ranges = plan.chunks(settings.chunk_rows)
+            else:
+                # One statement for the whole table, its progress read from DuckDB as it runs.
+                # Chunks cost more than they show: one row group each runs on one core, and
+                # several each leave row groups that the next checkpoint rewrites (1M rows:
+                # chunks 2.3-2.4 s + up to 1.7 s at checkpoint, one statement 1.6 s + 0 s).
+                ranges = [(plan.low, plan.high + 1)]
+                cursor.execute("SET enable_progress_bar = true")
+                cursor.execute("SET enable_progress_bar_print = false")
+                with self._lock:
+                    run.progress = cursor
+            for low, high in ranges:
                 if run.cancel.is_set():
                     raise JobCancelled()
                 if using_function:
@@ -273,9 +296,12 @@ class LocalPredictor:
                     done, failed = cursor.execute(counts, [written]).fetchone()
                 written += done
                 with self._lock:
+                    run.progress = None
                     run.job.succeeded += done - failed
                     run.job.failed += failed
         finally:
+            with self._lock:
+                run.progress = None
             for statement in plan.drop_scratch():
                 cursor.execute(statement)
 

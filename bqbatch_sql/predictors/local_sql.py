@@ -140,15 +140,10 @@ class JobPlan:
         plan.low, plan.high, plan.total = (low or 0), (high if high is not None else -1), total
         return plan
 
-    def chunks(self, size: int, threads: int = 1):
-        """Rowid ranges of about `size` rows; see ROW_GROUP_ROWS for the rounding.
-
-        DuckDB scans one row group per thread, so a chunk of fewer row groups than
-        threads leaves cores idle (1M rows, 2 threads: 4.5 s in chunks of one row
-        group, 3.8 s in one statement); large chunks hold at least one per thread.
-        """
+    def chunks(self, size: int):
+        """Rowid ranges of about `size` rows; see ROW_GROUP_ROWS for the rounding."""
         if size >= ROW_GROUP_ROWS // 2:
-            size = max(round(size / ROW_GROUP_ROWS), threads) * ROW_GROUP_ROWS
+            size = round(size / ROW_GROUP_ROWS) * ROW_GROUP_ROWS
         for low in range(self.low, self.high + 1, size):
             yield low, low + size
 

@@ -401,15 +401,6 @@ def test_prevalidated_job_answers_exactly_as_a_job_that_validates(adapter):
     assert strip(output(adapter, "trusted")) == strip(output(adapter))
 
 
-def test_large_chunks_hold_a_row_group_per_thread():
-    from bqbatch_sql.predictors.local_sql import ROW_GROUP_ROWS, JobPlan
-
-    plan = JobPlan(None, None, None, [], "request", 0, 1_000_000 - 1, 1_000_000, "t")
-    two = list(plan.chunks(100_000, threads=2))
-    assert all(high - low == 2 * ROW_GROUP_ROWS for low, high in two) and two[-1][1] >= 1_000_000
-    assert len(list(plan.chunks(100_000, threads=1))) == len(range(0, 1_000_000, ROW_GROUP_ROWS))
-    assert list(plan.chunks(700, threads=2))[:2] == [(0, 700), (700, 1400)]  # small chunks stay as asked
-
 # -- failure_rate ------------------------------------------------------------------------------
 
 
