@@ -1,17 +1,24 @@
 """1,000,000 request rows through `bqbatch build` on the embedded target, next to the DuckDB floor.
 
-    python bench/bench_batch_run.py [--rows 1000000]
+    python bench/bench_batch_run.py [--rows 1000000] [--repeat 3]
 
 The run: seed (CSV) -> batch_prediction model (gemini_request) -> request table ->
 validation -> local predictor -> output table -> parsed view, then a query that reads
-every parsed row. Wall time and peak RSS of the bqbatch process are reported.
-The floor: the same request JSON built, and the same columns extracted from responses,
-in plain DuckDB SQL on the same machine, with no bqbatch in between.
+the parsed columns of every row. Wall time and peak RSS of the bqbatch process.
+
+The floor is the issue's definition, "building the request JSON and extracting the
+parsed columns in plain DuckDB SQL", done on the same data in the same kind of
+database (a DuckDB file, as bqbatch writes; an in-memory table skips the write and
+the compression, ~2x cheaper): the request table built by the statement the model
+compiles to, then the same parsed columns read from an output table. A second floor
+adds the rest of what a run must write, for context: loading the CSV and writing the
+output table (the request columns and a response each).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import subprocess
 import sys
@@ -24,6 +31,22 @@ MODEL = """
 select id, category, {{ gemini_request(prompt="'Summarize this review: ' || body", system_instruction='Be brief.', temperature=0.2) }} as request
 from {{ ref('reviews') }}
 """
+# What the model above compiles to on DuckDB (keys sorted as BigQuery's JSON keeps them).
+REQUESTS_SQL = """create table requests as select id, category, json_object('contents', json_array(json_object('parts',
+  json_array(json_object('text', 'Summarize this review: ' || body)), 'role', 'user')), 'generationConfig',
+  json('{"temperature":0.2}'), 'systemInstruction', json_object('parts', json_array(json_object('text', 'Be brief.'))))
+  as request from reviews"""
+# An output table of the predictor's shape: every request column, a response, a status, a time.
+OUTPUT_SQL = """create table output as select *, cast(concat('{"candidates":[{"content":{"role":"model","parts":[{"text":',
+  to_json('ok ' || id), '}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":10,"candidatesTokenCount":5,',
+  '"totalTokenCount":15},"modelVersion":"gemini-2.5-flash"}') as json) as response, '' as status,
+  now()::timestamp as processed_time from requests"""
+EXTRACT_SQL = """select count(*), sum(length(text)), count(fr), sum(p), sum(t) from (select
+  response->>'$.candidates[0].content.parts[0].text' as text, response->>'$.candidates[0].finishReason' as fr,
+  (response->>'$.usageMetadata.promptTokenCount')::bigint as p, (response->>'$.usageMetadata.totalTokenCount')::bigint as t
+  from {table})"""
+READ_SQL = ("select count(*), sum(length(text)), count(finish_reason), sum(prompt_tokens), sum(total_tokens) "
+            "from summaries__parsed")
 
 
 def write_project(root: Path, rows: int) -> None:
@@ -40,67 +63,76 @@ def write_project(root: Path, rows: int) -> None:
     )
 
 
-def duckdb_floor(rows: int) -> tuple[float, float]:
+def timed(con, sql: str) -> float:
+    start = time.perf_counter()
+    con.execute(sql).fetchall()
+    return time.perf_counter() - start
+
+
+def floors(csv: Path, work: Path) -> dict[str, float]:
     import duckdb
 
-    con = duckdb.connect()
-    con.execute(f"create table reviews as select i as id, 'Review ' || i || ' ' || repeat('x', i % 50) as body from range({rows}) t(i)")
+    path = work / "floor.duckdb"
+    path.unlink(missing_ok=True)
+    con = duckdb.connect(str(path))
+    load = timed(con, f"create table reviews as select * from read_csv('{csv}')")
+    build = timed(con, REQUESTS_SQL)
+    output = timed(con, OUTPUT_SQL)
+    timed(con, "checkpoint")
+    extract = timed(con, EXTRACT_SQL.format(table="output"))
+    con.close()
+    return {"load": load, "build": build, "output": output, "extract": extract}
+
+
+def run_once(root: Path) -> tuple[float, float, str]:
+    import duckdb
+
+    target = root / "target"
+    if target.exists():
+        import shutil
+
+        shutil.rmtree(target)
+    bqbatch = str(Path(sys.executable).parent / "bqbatch")
     start = time.perf_counter()
-    con.execute(
-        "create table req as select id, json_object('contents', json_array(json_object('role', 'user', 'parts', "
-        "json_array(json_object('text', 'Summarize this review: ' || body)))), 'systemInstruction', "
-        "json_object('parts', json_array(json_object('text', 'Be brief.'))), 'generationConfig', "
-        "json_object('temperature', 0.2)) as request from reviews"
-    )
-    build = time.perf_counter() - start
-    con.execute(
-        "create table out as select id, request, json_object('candidates', json_array(json_object('content', "
-        "json_object('role', 'model', 'parts', json_array(json_object('text', 'ok ' || id))), 'finishReason', 'STOP')), "
-        "'usageMetadata', json_object('promptTokenCount', 10, 'candidatesTokenCount', 5, 'totalTokenCount', 15)) "
-        "as response from req"
-    )
-    start = time.perf_counter()
-    con.execute(
-        "select count(*), sum(length(text)), sum(p) from (select id, response->>'$.candidates[0].content.parts[0].text' as text, "
-        "response->>'$.candidates[0].finishReason' as fr, (response->>'$.usageMetadata.promptTokenCount')::bigint as p, "
-        "(response->>'$.usageMetadata.totalTokenCount')::bigint as t from out)"
-    ).fetchall()
-    extract = time.perf_counter() - start
-    return build, extract
+    proc = subprocess.run([bqbatch, "build", "--project-dir", str(root)], capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(proc.stdout[-3000:] + proc.stderr[-3000:])
+    con = duckdb.connect(str(target / "bqbatch.duckdb"), read_only=True)
+    read = timed(con, READ_SQL)
+    con.close()
+    return wall, read, proc.stdout
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each; the best is reported")
     args = parser.parse_args()
-    bqbatch = str(Path(sys.executable).parent / "bqbatch")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "project"
         write_project(root, args.rows)
-        start = time.perf_counter()
-        proc = subprocess.run([bqbatch, "build", "--project-dir", str(root)], capture_output=True, text=True)
-        wall = time.perf_counter() - start
-        if proc.returncode != 0:
-            raise SystemExit(proc.stdout[-3000:] + proc.stderr[-3000:])
+        runs = [run_once(root) for _ in range(args.repeat)]
         peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        start = time.perf_counter()
-        import duckdb
-
-        con = duckdb.connect(str(root / "target" / "bqbatch.duckdb"), read_only=True)
-        n, text_len = con.execute("select count(*), sum(length(text)) from summaries__parsed").fetchone()
-        read = time.perf_counter() - start
-        assert n == args.rows, n
-    build, extract = duckdb_floor(args.rows)
-    floor = build + extract
-    print(proc.stdout)
-    print(f"rows: {args.rows:,}")
-    print(f"| step | seconds |\n|---|---:|")
-    print(f"| bqbatch build (seed + request table + validation + local predictor + output + parsed view) | {wall:.2f} |")
-    print(f"| reading every parsed row afterwards | {read:.2f} |")
-    print(f"| DuckDB floor: build 1M request JSONs | {build:.2f} |")
-    print(f"| DuckDB floor: extract 1M responses into columns | {extract:.2f} |")
-    print(f"| DuckDB floor total | {floor:.2f} |")
-    print(f"\nratio (build + read) / floor: {(wall + read) / floor:.1f}x; peak RSS of bqbatch: {peak_mib:,.0f} MiB")
+        fl = [floors(root / "seeds" / "reviews.csv", Path(tmp)) for _ in range(args.repeat)]
+    wall = min(r[0] for r in runs)
+    read = min(r[1] for r in runs)
+    best = {k: min(f[k] for f in fl) for k in fl[0]}
+    floor = best["build"] + best["extract"]
+    full_floor = floor + best["load"] + best["output"]
+    print(runs[0][2][-1500:])
+    print(f"rows: {args.rows:,}; best of {args.repeat}; cpus {os.cpu_count()}; load average {os.getloadavg()[0]:.2f}")
+    print("| step | seconds |\n|---|---:|")
+    print(f"| `bqbatch build` (seed, request table, validation, local predictor, output table, parsed view) | {wall:.2f} |")
+    print(f"| reading the parsed columns of every row | {read:.2f} |")
+    print(f"| floor: build the request table | {best['build']:.2f} |")
+    print(f"| floor: extract the parsed columns | {best['extract']:.2f} |")
+    print(f"| floor (the issue's: build + extract) | {floor:.2f} |")
+    print(f"| ... plus loading the CSV | {best['load']:.2f} |")
+    print(f"| ... plus writing the output table | {best['output']:.2f} |")
+    print(f"| full floor (every table bqbatch writes, written by hand) | {full_floor:.2f} |")
+    print(f"\n(build + read) / floor: {(wall + read) / floor:.1f}x; / full floor: {(wall + read) / full_floor:.1f}x; "
+          f"peak RSS of bqbatch: {peak_mib:,.0f} MiB")
 
 
 if __name__ == "__main__":
