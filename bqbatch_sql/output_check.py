@@ -42,14 +42,11 @@ def choose_destination(adapter, output: Relation, fingerprint: str) -> Relation:
 
 
 def swap_in(adapter, staged: Relation, output: Relation) -> None:
-    """Replace `output` by the staged result in one statement (CREATE OR REPLACE), then drop the staging table.
-
-    One statement, so readers see the old output or the new one, never no table.
-    """
+    """Replace `output` by the staged result: readers see the old output or the new one,
+    never no table (the adapter's `replace_table`: a rename on DuckDB, a copy on BigQuery)."""
     if staged == output:
         return
-    adapter.create_table_as(output, exp.select("*").from_(staged.table()))
-    adapter.drop_relation(staged)
+    adapter.replace_table(output, staged)
 
 
 @dataclass

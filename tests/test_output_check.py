@@ -58,6 +58,8 @@ def test_a_new_job_writes_beside_an_existing_output_which_is_swapped_once_checke
     assert not db.table_exists(staged)
 
     db.create_table_as(staged, sqlglot.parse_one("SELECT 2 AS new_row UNION ALL SELECT 3", read="duckdb"))
+    db.create_view(db.relation("answers__parsed"), sqlglot.parse_one("SELECT * FROM main.answers", read="duckdb"))
     swap_in(db, staged, output)
     assert db.fetchall("SELECT * FROM main.answers ORDER BY 1") == [(2,), (3,)]
+    assert db.fetchall("SELECT * FROM main.answers__parsed ORDER BY 1") == [(2,), (3,)]  # views over it follow
     assert not db.table_exists(staged)

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Sequence
 
 from sqlglot import exp
 
+from bqbatch_sql.adapters.base import RelationDDL
 from bqbatch_sql.errors import WarehouseError
 from bqbatch_sql.gcp import is_multi_region, load_credentials, permission_message
 from bqbatch_sql.nodes import Column, Relation
@@ -34,7 +35,7 @@ _STANDARD_TYPES = {
 _SEED_PARAMETERS_PER_QUERY = 8_000
 
 
-class BigQueryAdapter:
+class BigQueryAdapter(RelationDDL):
     dialect: ClassVar[str] = "bigquery"
 
     def __init__(self, config: Any, *, client: Any = None):
@@ -186,20 +187,6 @@ class BigQueryAdapter:
                 return self.client.get_dataset(dataset_id, retry=self.retry).location
             except api.NotFound:
                 return None
-
-    def _drop_other_kind(self, relation: Relation, keep: str) -> None:
-        # CREATE OR REPLACE TABLE refuses to replace a view, and the other way round.
-        kind = self.relation_kind(relation)
-        if kind and kind != keep:
-            self.drop_relation(relation)
-
-    def create_table_as(self, relation: Relation, query: exp.Query) -> None:
-        self._drop_other_kind(relation, "TABLE")
-        self.execute(exp.Create(this=relation.table(), kind="TABLE", expression=query, replace=True))
-
-    def create_view(self, relation: Relation, query: exp.Query) -> None:
-        self._drop_other_kind(relation, "VIEW")
-        self.execute(exp.Create(this=relation.table(), kind="VIEW", expression=query, replace=True))
 
     def drop_relation(self, relation: Relation) -> None:
         self._api(f"drop {relation}", self.client.delete_table, self._table_id(relation), not_found_ok=True)
