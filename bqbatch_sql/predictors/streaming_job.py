@@ -29,7 +29,8 @@ from typing import Any, ClassVar
 import orjson
 
 from bqbatch_sql.errors import BqbatchError, JobNotFoundError, PredictorError
-from bqbatch_sql.predictors.base import BatchJob, BatchJobSpec, JobState, TERMINAL_STATES
+from bqbatch_sql.predictors.base import BatchJob, BatchJobSpec, JobState
+from bqbatch_sql.predictors.inprocess import JobRegistry, Run
 from bqbatch_sql.predictors.progress import PendingRow, ProgressStore, RowResult
 from bqbatch_sql.predictors.streaming import Backend, CallError, Limits, RateLimiter, backoff_seconds
 
@@ -38,13 +39,9 @@ EXIT_GRACE_SECONDS = 20.0
 
 
 @dataclasses.dataclass
-class _Run:
-    job: BatchJob
-    spec: BatchJobSpec
+class _Run(Run):
     backend: Backend
     fingerprint: str
-    cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
-    thread: threading.Thread | None = None
     writer_error: BaseException | None = None
 
 
@@ -61,8 +58,7 @@ class StreamingPredictor(ABC):
         self.limits = limits
         # One limiter per predictor: the limits are the API key's, shared by every job of the run.
         self.limiter = RateLimiter(limits.requests_per_minute, limits.tokens_per_minute)
-        self._runs: dict[str, _Run] = {}
-        self._lock = threading.Lock()
+        self._jobs: JobRegistry[_Run] = JobRegistry()
         _LIVE.add(self)
 
     @classmethod
@@ -83,46 +79,31 @@ class StreamingPredictor(ABC):
         backend, fingerprint = self.make_backend(spec)
         job = BatchJob(name=f"{self.name}/{uuid.uuid4().hex[:16]}", state=JobState.PENDING,
                        create_time=datetime.now(timezone.utc))
-        run = _Run(job=job, spec=spec, backend=backend, fingerprint=fingerprint)
-        run.thread = threading.Thread(target=self._work, args=(run,), name=f"bqbatch-{job.name}", daemon=True)
-        with self._lock:
-            self._runs[job.name] = run
-            snapshot = dataclasses.replace(job)
-        run.thread.start()
-        return snapshot
+        run = _Run(job, spec, backend=backend, fingerprint=fingerprint)
+        return self._jobs.start(run, self._work, thread_name=f"bqbatch-{job.name}")
 
     def get(self, job_name: str) -> BatchJob:
-        with self._lock:
-            run = self._runs.get(job_name)
-            if run is None:
-                raise JobNotFoundError(
-                    f"The {self.name} predictor knows no job '{job_name}': its jobs live in the process that "
-                    f"submitted them. Run the model again: answers already written are kept and not asked for again."
-                )
-            return dataclasses.replace(run.job)
+        job = self._jobs.snapshot(job_name)
+        if job is None:
+            raise JobNotFoundError(
+                f"The {self.name} predictor knows no job '{job_name}': its jobs live in the process that "
+                f"submitted them. Run the model again: answers already written are kept and not asked for again."
+            )
+        return job
 
     def cancel(self, job_name: str) -> None:
         """Stop sending; calls in flight finish and their answers are written (they are paid for)."""
         self.get(job_name)
-        with self._lock:
-            run = self._runs[job_name]
-            if run.job.state in TERMINAL_STATES:
-                return
-            run.cancel.set()
-            if run.job.state == JobState.RUNNING:
-                run.job.state = JobState.CANCELLING
+        # Only a RUNNING job shows CANCELLING: a PENDING one has sent nothing and ends CANCELLED before it sends.
+        self._jobs.cancel(job_name, only_while_running=True)
 
     def wait(self, job_name: str, timeout: float | None = None) -> BatchJob:
-        with self._lock:
-            run = self._runs.get(job_name)
-        if run is not None and run.thread is not None:
-            run.thread.join(timeout)
+        self._jobs.join(job_name, timeout)
         return self.get(job_name)
 
     def stop_all(self, timeout: float = EXIT_GRACE_SECONDS) -> None:
         """Cancel every running job and wait for its answers to be flushed (interpreter exit)."""
-        with self._lock:
-            runs = [r for r in self._runs.values() if r.job.state not in TERMINAL_STATES]
+        runs = self._jobs.live()
         for run in runs:
             run.cancel.set()
         deadline = time.monotonic() + timeout
@@ -136,23 +117,23 @@ class StreamingPredictor(ABC):
         try:
             store = ProgressStore.open(self.adapter, run.spec.source, run.spec.destination, run.fingerprint)
             total, done, failed = store.prepare()
-            self._update(run, state=JobState.RUNNING, start_time=datetime.now(timezone.utc), total=total,
+            self._jobs.update(run, state=JobState.RUNNING, start_time=datetime.now(timezone.utc), total=total,
                          succeeded=done, failed=failed)
             self._pump(run, store)
             if run.writer_error is not None:
                 raise run.writer_error
             if run.cancel.is_set():
-                self._finish(run, JobState.CANCELLED)
+                self._jobs.finish(run, JobState.CANCELLED)
                 return
             missing = store.missing()
             if missing:
                 raise PredictorError(f"{missing:,} requests of {run.spec.source} have no answer; run the model again.")
             store.finish()
-            self._finish(run, JobState.SUCCEEDED)
+            self._jobs.finish(run, JobState.SUCCEEDED)
         except BqbatchError as e:
-            self._finish(run, JobState.FAILED, str(e))
+            self._jobs.finish(run, JobState.FAILED, str(e))
         except Exception as e:  # a bug of ours must still end the job, with its cause on record
-            self._finish(run, JobState.FAILED, f"{type(e).__name__}: {e}")
+            self._jobs.finish(run, JobState.FAILED, f"{type(e).__name__}: {e}")
 
     def _pump(self, run: _Run, store: ProgressStore) -> None:
         limits = self.limits
@@ -253,24 +234,8 @@ class StreamingPredictor(ABC):
             run.cancel.set()
             return []
         ok = sum(1 for r in buffer if r.ok)
-        with self._lock:
-            run.job.succeeded += ok
-            run.job.failed += len(buffer) - ok
+        self._jobs.count(run, ok, len(buffer) - ok)
         return []
-
-    # -- bookkeeping ----------------------------------------------------------------------
-
-    def _update(self, run: _Run, **changes: Any) -> None:
-        with self._lock:
-            for key, value in changes.items():
-                setattr(run.job, key, value)
-
-    def _finish(self, run: _Run, state: JobState, error: str | None = None) -> None:
-        with self._lock:
-            job = run.job
-            job.state, job.error, job.end_time = state, error, datetime.now(timezone.utc)
-            if job.total is not None:
-                job.incomplete = max(0, job.total - job.succeeded - job.failed)
 
 
 _TICK = object()
