@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import tempfile
-import threading
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,10 +32,11 @@ from typing import Any, ClassVar
 import orjson
 
 from bqbatch_sql.errors import BqbatchError, JobNotFoundError, PredictorError
-from bqbatch_sql.predictors.base import BatchJob, BatchJobSpec, JobState, TERMINAL_STATES
+from bqbatch_sql.predictors.base import BatchJob, BatchJobSpec, JobState
 from bqbatch_sql.predictors.online import read_api_key
 from bqbatch_sql.predictors import gemini_batch_state as state_log
 from bqbatch_sql.predictors.gemini_batch_state import Shard
+from bqbatch_sql.predictors.inprocess import JobRegistry, Run
 from bqbatch_sql.predictors.progress import ProgressStore, RowResult
 from bqbatch_sql.predictors.streaming import CallError, spec_fingerprint
 
@@ -46,13 +46,9 @@ _RETENTION_HINT = "the Files API keeps files for 48 hours"
 
 
 @dataclasses.dataclass
-class _Run:
-    job: BatchJob
-    spec: BatchJobSpec
+class _Run(Run):
     job_id: str = ""
-    cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
     shards: list[Shard] = dataclasses.field(default_factory=list)
-    thread: threading.Thread | None = None
 
 
 class GeminiBatchPredictor:
@@ -86,8 +82,7 @@ class GeminiBatchPredictor:
         self.work_dir, self.keep_files = work_dir, keep_files
         self.timeout_seconds = timeout_seconds
         self._client = None
-        self._runs: dict[str, _Run] = {}
-        self._lock = threading.Lock()
+        self._jobs: JobRegistry[_Run] = JobRegistry()
 
     @classmethod
     def from_context(cls, context: Any, **options: Any) -> "GeminiBatchPredictor":
@@ -110,26 +105,17 @@ class GeminiBatchPredictor:
         job_id = uuid.uuid4().hex[:16]
         job = BatchJob(name=state_log.job_name(job_id, spec.destination), state=JobState.PENDING,
                        create_time=datetime.now(timezone.utc))
-        run = _Run(job=job, spec=spec, job_id=job_id)
-        run.thread = threading.Thread(target=self._work, args=(run,), name=f"bqbatch-{job.name}", daemon=True)
-        with self._lock:
-            self._runs[job.name] = run
-            snapshot = dataclasses.replace(job)
-        run.thread.start()
-        return snapshot
+        run = _Run(job, spec, job_id=job_id)
+        return self._jobs.start(run, self._work, thread_name=f"bqbatch-{job.name}")
 
     def get(self, job_name: str) -> BatchJob:
         """The job's state; a job submitted by another process is re-attached from the warehouse's log."""
-        with self._lock:
-            run = self._runs.get(job_name)
-            if run is not None:
-                return dataclasses.replace(run.job)
-        return self._reattach(job_name)
+        job = self._jobs.snapshot(job_name)
+        return job if job is not None else self._reattach(job_name)
 
     def detach(self, job_name: str) -> None:
         """Stop following the job in this process and leave its batches running (as a crash would)."""
-        with self._lock:
-            run = self._runs.pop(job_name, None)
+        run = self._jobs.pop(job_name)
         if run is not None:
             run.cancel.set()
             if run.thread is not None:
@@ -149,37 +135,26 @@ class GeminiBatchPredictor:
         model, source, shards = found
         spec = BatchJobSpec(model_id=model, source=source, destination=destination, display_name=job_name)
         job = BatchJob(name=job_name, state=JobState.RUNNING, create_time=datetime.now(timezone.utc))
-        run = _Run(job=job, spec=spec, job_id=job_id, shards=shards)
-        run.thread = threading.Thread(target=self._work, args=(run,), name=f"bqbatch-{job_id}", daemon=True)
-        with self._lock:
-            if job_name in self._runs:  # another thread re-attached first
-                return dataclasses.replace(self._runs[job_name].job)
-            self._runs[job_name] = run
-            snapshot = dataclasses.replace(job)
-        run.thread.start()
-        return snapshot
+        run = _Run(job, spec, job_id=job_id, shards=shards)
+        # Should another thread re-attach first, its run is the one answered and followed.
+        return self._jobs.start(run, self._work, thread_name=f"bqbatch-{job_id}")
 
     def cancel(self, job_name: str) -> None:
         """Cancel the batches submitted so far; answers already loaded stay."""
         self.get(job_name)
-        with self._lock:
-            run = self._runs[job_name]
-            if run.job.state in TERMINAL_STATES:
-                return
-            run.cancel.set()
-            run.job.state = JobState.CANCELLING
+        run = self._jobs.cancel(job_name)
+        if run is None:  # it has ended
+            return
+        with self._jobs.lock:  # the job thread appends shards as it submits them
             names = [s.batch_name for s in run.shards if s.batch_name and not s.loaded]
         for name in names:
             try:
                 self.client().batches.cancel(name=name)
             except Exception as e:  # the job still ends CANCELLED; the failure is on record
-                self._update(run, error=f"cancelling {name} failed: {e}")
+                self._jobs.update(run, error=f"cancelling {name} failed: {e}")
 
     def wait(self, job_name: str, timeout: float | None = None) -> BatchJob:
-        with self._lock:
-            run = self._runs.get(job_name)
-        if run is not None and run.thread is not None:
-            run.thread.join(timeout)
+        self._jobs.join(job_name, timeout)
         return self.get(job_name)
 
     # -- the job ---------------------------------------------------------------------------
@@ -191,7 +166,7 @@ class GeminiBatchPredictor:
             store = ProgressStore.open(self.adapter, spec.source, spec.destination,
                                        spec_fingerprint(self.name, spec.model_id, self.base_url))
             total, done, failed = store.prepare()
-            self._update(run, state=JobState.RUNNING, start_time=datetime.now(timezone.utc), total=total,
+            self._jobs.update(run, state=JobState.RUNNING, start_time=datetime.now(timezone.utc), total=total,
                          succeeded=done, failed=failed)
             store.ensure_table(state_log.log_relation(spec.destination), state_log.LOG_COLUMNS)
             if run.shards:  # re-attached: first the batches another process submitted
@@ -199,7 +174,7 @@ class GeminiBatchPredictor:
             self._export(run, store, workdir)
             self._collect(run, store, workdir)
             if run.cancel.is_set():
-                self._finish(run, JobState.CANCELLED)
+                self._jobs.finish(run, JobState.CANCELLED)
                 return
             missing = store.missing()
             if missing:
@@ -207,13 +182,13 @@ class GeminiBatchPredictor:
                                      f"to submit them anew.")
             store.finish()
             store.drop(state_log.log_relation(spec.destination))
-            self._finish(run, JobState.SUCCEEDED)
+            self._jobs.finish(run, JobState.SUCCEEDED)
         except _Ended as e:
-            self._finish(run, e.state, str(e))
+            self._jobs.finish(run, e.state, str(e))
         except BqbatchError as e:
-            self._finish(run, JobState.FAILED, str(e))
+            self._jobs.finish(run, JobState.FAILED, str(e))
         except Exception as e:  # an API or a bug of ours must still end the job, with its cause on record
-            self._finish(run, JobState.FAILED, f"{type(e).__name__}: {e}")
+            self._jobs.finish(run, JobState.FAILED, f"{type(e).__name__}: {e}")
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -276,7 +251,7 @@ class GeminiBatchPredictor:
                                  f"({rows:,} requests): {e.message or e}.") from e
         shard.batch_name, shard.state = batch.name, _state(batch.state)
         state_log.record_submitted(store, run.job_id, shard, run.spec.model_id, run.spec.source)
-        with self._lock:
+        with self._jobs.lock:
             run.shards.append(shard)
         path.unlink()
 
@@ -350,24 +325,7 @@ class GeminiBatchPredictor:
             return
         store.write(results)
         ok = sum(1 for r in results if r.ok)
-        with self._lock:
-            run.job.succeeded += ok
-            run.job.failed += len(results) - ok
-
-    # -- bookkeeping ----------------------------------------------------------------------
-
-    def _update(self, run: _Run, **changes: Any) -> None:
-        with self._lock:
-            for key, value in changes.items():
-                setattr(run.job, key, value)
-
-    def _finish(self, run: _Run, state: JobState, error: str | None = None) -> None:
-        with self._lock:
-            job = run.job
-            job.state, job.end_time = state, datetime.now(timezone.utc)
-            job.error = error or job.error
-            if job.total is not None:
-                job.incomplete = max(0, job.total - job.succeeded - job.failed)
+        self._jobs.count(run, ok, len(results) - ok)
 
 
 class _Ended(Exception):
