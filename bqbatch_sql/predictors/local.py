@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -31,7 +30,8 @@ import duckdb
 import orjson
 
 from bqbatch_sql.errors import BqbatchError, JobNotFoundError, PredictorError
-from bqbatch_sql.predictors.base import BatchJob, BatchJobSpec, JobState, TERMINAL_STATES
+from bqbatch_sql.predictors.base import BatchJob, BatchJobSpec, JobState
+from bqbatch_sql.predictors.inprocess import JobRegistry, Run
 from bqbatch_sql.predictors.local_sql import JobPlan
 from bqbatch_sql.predictors.responses import (
     SchemaValueError,
@@ -69,13 +69,9 @@ class JobCancelled(Exception):
 
 
 @dataclasses.dataclass
-class _Run:
-    job: BatchJob
-    spec: BatchJobSpec
+class _Run(Run):
     settings: "_Settings"
-    cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
     cursors: list[duckdb.DuckDBPyConnection] = dataclasses.field(default_factory=list)
-    thread: threading.Thread | None = None
     timings: dict[str, float] = dataclasses.field(default_factory=dict)  # seconds per phase
     progress: duckdb.DuckDBPyConnection | None = None  # the cursor running the whole-table statement
 
@@ -130,8 +126,7 @@ class LocalPredictor:
     ):
         self.adapter = adapter
         self.defaults = _settings(response_function, failure_rate, latency_seconds, chunk_rows)
-        self._runs: dict[str, _Run] = {}
-        self._lock = threading.Lock()
+        self._jobs: JobRegistry[_Run] = JobRegistry()
 
     @classmethod
     def from_context(cls, context: Any, **options: Any) -> "LocalPredictor":
@@ -157,34 +152,27 @@ class LocalPredictor:
             state=JobState.PENDING,
             create_time=now,
         )
-        run = _Run(job=job, spec=spec, settings=settings)
-        run.thread = threading.Thread(target=self._work, args=(run,), name=f"bqbatch-local-{job.name[-6:]}", daemon=True)
-        with self._lock:
-            self._runs[job.name] = run
-            snapshot = dataclasses.replace(job)  # PENDING, as Vertex answers a create call
-        run.thread.start()
-        return snapshot
+        run = _Run(job, spec, settings=settings)
+        # The job as it starts: PENDING, as Vertex answers a create call.
+        return self._jobs.start(run, self._work, thread_name=f"bqbatch-local-{job.name[-6:]}")
 
     def get(self, job_name: str) -> BatchJob:
         """A snapshot of the job: state, counts (total, succeeded, failed, incomplete), times, error."""
-        with self._lock:
-            run = self._runs.get(job_name)
-            if run is None:
-                raise JobNotFoundError(
-                    f"The local predictor knows no job '{job_name}'. Local jobs live in the process that "
-                    f"submitted them; run the model again to submit a new job."
-                )
-            return run.snapshot()
+        job = self._jobs.snapshot(job_name)
+        if job is None:
+            raise JobNotFoundError(
+                f"The local predictor knows no job '{job_name}'. Local jobs live in the process that "
+                f"submitted them; run the model again to submit a new job."
+            )
+        return job
 
     def cancel(self, job_name: str) -> None:
         """Ask the job to stop; rows already written stay, the rest count as incomplete."""
         self.get(job_name)
-        with self._lock:
-            run = self._runs[job_name]
-            if run.job.state in TERMINAL_STATES:
-                return
-            run.cancel.set()
-            run.job.state = JobState.CANCELLING
+        run = self._jobs.cancel(job_name)
+        if run is None:  # it has ended
+            return
+        with self._jobs.lock:
             cursors = list(run.cursors)
         for cursor in cursors:
             cursor.interrupt()  # stops the chunk statement in flight; DuckDB rolls it back
@@ -192,17 +180,13 @@ class LocalPredictor:
     def timings(self, job_name: str) -> dict[str, float]:
         """Where the job's time went, in seconds per phase (validate, templates, chunks, ...)."""
         self.get(job_name)
-        with self._lock:
-            return dict(self._runs[job_name].timings)
+        run = self._jobs.find(job_name)
+        with self._jobs.lock:
+            return dict(run.timings)
 
     def wait(self, job_name: str, timeout: float | None = None) -> BatchJob:
         """Block until the job ends (or `timeout` seconds pass); the emulator and tests use this."""
-        with self._lock:
-            run = self._runs.get(job_name)
-        if run is None:
-            return self.get(job_name)
-        if run.thread is not None:
-            run.thread.join(timeout)
+        self._jobs.join(job_name, timeout)
         return self.get(job_name)
 
     # -- the worker ------------------------------------------------------------------
@@ -212,28 +196,28 @@ class LocalPredictor:
         try:
             if run.settings.latency_seconds and run.cancel.wait(run.settings.latency_seconds):
                 raise JobCancelled()
-            with self._lock:  # a cancel() racing this sees either PENDING or RUNNING, never a step back
+            with self._jobs.lock:  # a cancel() racing this sees either PENDING or RUNNING, never a step back
                 if run.cancel.is_set():
                     raise JobCancelled()
                 run.job.state, run.job.start_time = JobState.RUNNING, _utcnow()
             # A DuckDB connection is not to be shared across threads: the job has its own.
             cursor = self.adapter.connection.cursor()
-            with self._lock:
+            with self._jobs.lock:
                 run.cursors.append(cursor)
             self._predict(run, cursor)
-            self._finish(run, JobState.SUCCEEDED)
+            self._jobs.finish(run, JobState.SUCCEEDED)
         except JobCancelled:
-            self._finish(run, JobState.CANCELLED)
+            self._jobs.finish(run, JobState.CANCELLED)
         except duckdb.InterruptException:
-            self._finish(run, JobState.CANCELLED if run.cancel.is_set() else JobState.FAILED, "interrupted")
+            self._jobs.finish(run, JobState.CANCELLED if run.cancel.is_set() else JobState.FAILED, "interrupted")
         except BqbatchError as e:
-            self._finish(run, JobState.FAILED, str(e))
+            self._jobs.finish(run, JobState.FAILED, str(e))
         except duckdb.Error as e:
-            self._finish(run, JobState.FAILED, f"DuckDB refused a statement of the local predictor: {e}")
+            self._jobs.finish(run, JobState.FAILED, f"DuckDB refused a statement of the local predictor: {e}")
         except Exception as e:  # a bug of ours must still end the job, with its cause on record
-            self._finish(run, JobState.FAILED, f"{type(e).__name__}: {e}")
+            self._jobs.finish(run, JobState.FAILED, f"{type(e).__name__}: {e}")
         finally:
-            with self._lock:
+            with self._jobs.lock:
                 cursors, run.cursors = run.cursors, []
             for c in cursors:
                 c.close()
@@ -241,7 +225,7 @@ class LocalPredictor:
     def _predict(self, run: _Run, cursor: duckdb.DuckDBPyConnection) -> None:
         spec, settings = run.spec, run.settings
         plan = JobPlan.inspect(cursor, spec.source, spec.destination, run.job.name.rsplit("/", 1)[-1][-12:])
-        self._update(run, total=plan.total)
+        self._jobs.update(run, total=plan.total)
         try:
             for statement in plan.create_destination():
                 cursor.execute(statement)
@@ -281,7 +265,7 @@ class LocalPredictor:
                 ranges = [(plan.low, plan.high + 1)]
                 cursor.execute("SET enable_progress_bar = true")
                 cursor.execute("SET enable_progress_bar_print = false")
-                with self._lock:
+                with self._jobs.lock:
                     run.progress = cursor
             for low, high in ranges:
                 if run.cancel.is_set():
@@ -295,12 +279,12 @@ class LocalPredictor:
                     cursor.execute(statement, [low, high, _utcnow().replace(tzinfo=None), *extra])
                     done, failed = cursor.execute(counts, [written]).fetchone()
                 written += done
-                with self._lock:
+                with self._jobs.lock:
                     run.progress = None
                     run.job.succeeded += done - failed
                     run.job.failed += failed
         finally:
-            with self._lock:
+            with self._jobs.lock:
                 run.progress = None
             for statement in plan.drop_scratch():
                 cursor.execute(statement)
@@ -357,26 +341,10 @@ class LocalPredictor:
     def _reader(self, run: _Run) -> duckdb.DuckDBPyConnection:
         # A second connection streams rows out while the job's own connection writes
         # (a new statement on one connection would discard the pending result).
-        with self._lock:
+        with self._jobs.lock:
             if len(run.cursors) < 2:
                 run.cursors.append(self.adapter.connection.cursor())
             return run.cursors[1]
-
-    # -- bookkeeping -------------------------------------------------------------------
-
-    def _update(self, run: _Run, **changes: Any) -> None:
-        with self._lock:
-            for key, value in changes.items():
-                setattr(run.job, key, value)
-
-    def _finish(self, run: _Run, state: JobState, error: str | None = None) -> None:
-        with self._lock:
-            job = run.job
-            job.state = state
-            job.error = error
-            job.end_time = _utcnow()
-            if job.total is not None:
-                job.incomplete = max(0, job.total - job.succeeded - job.failed)
 
 
 # -- helpers ---------------------------------------------------------------------------
