@@ -6,54 +6,11 @@ import json
 import time
 
 import pytest
+from request_tables import TESTER_STATUS, make_requests
 
-from bqbatch_sql.adapters.duckdb import DuckDBAdapter
-from bqbatch_sql.emulator import Emulator
-from bqbatch_sql.emulator.gemini_api import GeminiApi
-from bqbatch_sql.errors import ProfileError
+from bqbatch_sql.errors import JobNotFoundError, ProfileError
 from bqbatch_sql.predictors import make_predictor
-from bqbatch_sql.predictors.base import BatchJobSpec, JobState
-
-TESTER_STATUS = ('Bad Request: {"error": {"code": 400, "message": "Please use a valid role: user, model.", '
-                 '"status": "INVALID_ARGUMENT"}}')
-
-
-@pytest.fixture(scope="module")
-def emu():
-    with Emulator() as emulator:
-        if getattr(emulator, "gemini", None) is None:  # an emulator that does not register the Gemini API itself
-            GeminiApi().install(emulator)
-        yield emulator
-
-
-@pytest.fixture
-def gemini(emu):
-    api = emu.gemini
-    api.calls.clear()
-    api.outcomes.clear()
-    api.pending_seconds = 0.02
-    api.running.set()
-    yield api
-    api.outcomes.clear()
-    api.running.set()
-
-
-@pytest.fixture
-def adapter(tmp_path, monkeypatch):
-    monkeypatch.setenv("GEMINI_API_KEY", "test-key-123")
-    ad = DuckDBAdapter(tmp_path / "w.duckdb")
-    yield ad
-    ad.close()
-
-
-def make_requests(adapter, n: int, *, tester: tuple[int, ...] = (), text: str = "question ") -> BatchJobSpec:
-    adapter.execute(
-        "CREATE TABLE main.req AS SELECT i AS id, json_object('contents', json_array(json_object("
-        "'role', CASE WHEN list_contains($1, i) THEN 'tester' ELSE 'user' END, "
-        "'parts', json_array(json_object('text', $3 || i))))) AS request FROM range($2) t(i)",
-        [list(tester), n, text],
-    )
-    return BatchJobSpec("gemini-2.5-flash", adapter.relation("req"), adapter.relation("out"), "test-job")
+from bqbatch_sql.predictors.base import JobState
 
 
 def batch_predictor(adapter, emu, **options):
@@ -148,6 +105,34 @@ def test_a_job_left_by_a_dead_process_is_taken_over_without_submitting_again(ada
     assert (len(calls(gemini, "POST /upload")), len(calls(gemini, ":batchGenerateContent"))) == (2, 2)
     assert adapter.fetchall("SELECT COUNT(*), COUNT(response) FROM main.out")[0] == (6, 5)
     assert not adapter.table_exists(adapter.relation("out__batches"))
+
+
+def test_cancel_cancels_the_batches_submitted_so_far(adapter, emu, gemini):
+    spec = make_requests(adapter, 6)
+    gemini.running.clear()  # the batches wait in PENDING
+    before = len(gemini.batches)
+    predictor = batch_predictor(adapter, emu, max_file_rows=3)
+    job = predictor.submit(spec)
+    deadline = time.monotonic() + 30
+    while not calls(gemini, "GET /v1beta/batches/") and time.monotonic() < deadline:  # both submitted, now polled
+        time.sleep(0.02)
+    predictor.cancel(job.name)
+    assert predictor.get(job.name).state in (JobState.CANCELLING, JobState.CANCELLED)
+    done = predictor.wait(job.name, 60)
+    assert done.state == JobState.CANCELLED and done.error is None
+    assert (done.total, done.succeeded, done.incomplete) == (6, 0, 6)
+    assert len(calls(gemini, ":cancel")) == 2
+    ours = list(gemini.batches.values())[before:]
+    assert [b["metadata"]["state"] for b in ours] == ["BATCH_STATE_CANCELLED"] * 2
+    assert not adapter.table_exists(spec.destination)
+    predictor.cancel(job.name)  # cancelling an ended job changes nothing
+    assert len(calls(gemini, ":cancel")) == 2 and predictor.get(job.name) == done
+
+
+def test_a_job_name_with_no_batches_on_record_is_unknown(adapter, emu, gemini):
+    predictor = batch_predictor(adapter, emu)
+    with pytest.raises(JobNotFoundError, match="finds no job 'nonsense'.*Run the model again"):
+        predictor.get("nonsense")
 
 
 def test_a_result_file_gone_before_download_says_why(adapter, emu, gemini):

@@ -6,57 +6,14 @@ import json
 import time
 
 import pytest
+from request_tables import TESTER_STATUS, make_requests
 
-from bqbatch_sql.adapters.duckdb import DuckDBAdapter
-from bqbatch_sql.emulator import Emulator
-from bqbatch_sql.emulator.gemini_api import GeminiApi
-from bqbatch_sql.errors import ProfileError
+from bqbatch_sql.errors import JobNotFoundError, ProfileError
 from bqbatch_sql.predictors import make_predictor
 from bqbatch_sql.predictors.base import BatchJobSpec, JobState
 from bqbatch_sql.predictors.streaming import RateLimiter
 
-TESTER_STATUS = ('Bad Request: {"error": {"code": 400, "message": "Please use a valid role: user, model.", '
-                 '"status": "INVALID_ARGUMENT"}}')
 GENERATE = ":generateContent"
-
-
-@pytest.fixture(scope="module")
-def emu():
-    with Emulator() as emulator:
-        if getattr(emulator, "gemini", None) is None:  # an emulator that does not register the Gemini API itself
-            GeminiApi().install(emulator)
-        yield emulator
-
-
-@pytest.fixture
-def gemini(emu):
-    api = emu.gemini
-    api.calls.clear()
-    api.limits.reset()
-    api.limits.latency_seconds, api.limits.requests_per_minute = 0.0, None
-    emu.faults.clear()
-    yield api
-    emu.faults.clear()
-
-
-@pytest.fixture
-def adapter(tmp_path, monkeypatch):
-    monkeypatch.setenv("GEMINI_API_KEY", "test-key-123")
-    ad = DuckDBAdapter(tmp_path / "w.duckdb")
-    yield ad
-    ad.close()
-
-
-def make_requests(adapter, n: int, *, tester: tuple[int, ...] = (), duplicate_of_first: int = 0) -> BatchJobSpec:
-    adapter.execute(
-        "CREATE TABLE main.req AS SELECT i AS id, json_object('contents', json_array(json_object("
-        "'role', CASE WHEN list_contains($1, i) THEN 'tester' ELSE 'user' END, "
-        "'parts', json_array(json_object('text', 'question ' || i))))) AS request FROM range($2) t(i)",
-        [list(tester), n],
-    )
-    for _ in range(duplicate_of_first):  # identical rows: each still gets its own output row
-        adapter.execute("INSERT INTO main.req SELECT * FROM main.req WHERE id = 0 LIMIT 1")
-    return BatchJobSpec("gemini-2.5-flash", adapter.relation("req"), adapter.relation("out"), "test")
 
 
 def online(adapter, emu, **options):
@@ -139,6 +96,31 @@ def test_an_interrupted_job_resumes_without_asking_any_request_twice(adapter, em
     rows = output(adapter)
     assert len(rows) == 13 and all(r[2] == "" for r in rows)
     assert [r[0] for r in rows].count(0) == 2  # both identical rows are in the output
+
+
+def test_cancel_stops_sending_and_keeps_the_answers_already_received(adapter, emu, gemini):
+    spec = make_requests(adapter, 12)
+    predictor = online(adapter, emu, concurrency=2, requests_per_minute=600)  # 0.1 s apart: time to cancel
+    job = predictor.submit(spec)
+    deadline = time.monotonic() + 30
+    while predictor.get(job.name).succeeded < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    predictor.cancel(job.name)
+    assert predictor.get(job.name).state in (JobState.CANCELLING, JobState.CANCELLED)
+    done = predictor.wait(job.name, 60)
+    assert done.state == JobState.CANCELLED
+    assert 2 <= done.succeeded < 12 and done.incomplete == 12 - done.succeeded
+    assert not adapter.table_exists(spec.destination)
+    assert adapter.fetchall("SELECT COUNT(*) FROM main.out__progress")[0][0] == generate_calls(gemini) == done.succeeded
+    predictor.cancel(job.name)  # cancelling an ended job changes nothing
+    assert predictor.get(job.name) == done
+
+
+def test_a_job_of_another_process_is_unknown_and_the_error_says_to_run_again(adapter, emu):
+    predictor = online(adapter, emu)
+    for ask in (predictor.get, predictor.cancel, predictor.wait):
+        with pytest.raises(JobNotFoundError, match="knows no job 'online/0123'.*Run the model again"):
+            ask("online/0123")
 
 
 def test_requests_are_spaced_by_the_requests_per_minute_limit(adapter, emu, gemini):

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from request_tables import TESTER_STATUS
 
 from bqbatch_sql.adapters.duckdb import DuckDBAdapter
 from bqbatch_sql.emulator.openai_fake import OpenAIFake
@@ -20,8 +21,6 @@ from bqbatch_sql.predictors.openai_translate import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-TESTER_STATUS = ('Bad Request: {"error": {"code": 400, "message": "Please use a valid role: user, model.", '
-                 '"status": "INVALID_ARGUMENT"}}')
 
 
 # -- translation ------------------------------------------------------------------------
