@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 import orjson
 
-from bqbatch_sql.errors import BqbatchError, JobNotFoundError, PredictorError
+from bqbatch_sql.errors import BqbatchError, PredictorError
 from bqbatch_sql.predictors.base import BatchJob, BatchJobSpec, JobState
 from bqbatch_sql.predictors.online import read_api_key
 from bqbatch_sql.predictors import gemini_batch_state as state_log
@@ -43,6 +43,8 @@ from bqbatch_sql.predictors.streaming import CallError, spec_fingerprint
 FILE_BYTES_LIMIT = 2 * 1024**3  # the Files API's limit per file
 READ_BATCH_ROWS = 5_000  # requests read from the warehouse, and answers written to it, per batch
 _RETENTION_HINT = "the Files API keeps files for 48 hours"
+UNKNOWN_JOB = ("The gemini_batch predictor finds no job '{job_name}' (no batches recorded for it). Run the model "
+               "again: answers already loaded are kept and only the rest is submitted.")
 
 
 @dataclasses.dataclass
@@ -82,7 +84,7 @@ class GeminiBatchPredictor:
         self.work_dir, self.keep_files = work_dir, keep_files
         self.timeout_seconds = timeout_seconds
         self._client = None
-        self._jobs: JobRegistry[_Run] = JobRegistry()
+        self._jobs: JobRegistry[_Run] = JobRegistry(UNKNOWN_JOB)
 
     @classmethod
     def from_context(cls, context: Any, **options: Any) -> "GeminiBatchPredictor":
@@ -128,10 +130,7 @@ class GeminiBatchPredictor:
             job_id, destination = parsed
             found = state_log.read_job(ProgressStore.open(self.adapter, None, destination, ""), job_id)
         if found is None:
-            raise JobNotFoundError(
-                f"The gemini_batch predictor finds no job '{job_name}' (no batches recorded for it). Run the model "
-                f"again: answers already loaded are kept and only the rest is submitted."
-            )
+            raise self._jobs.not_found(job_name)
         model, source, shards = found
         spec = BatchJobSpec(model_id=model, source=source, destination=destination, display_name=job_name)
         job = BatchJob(name=job_name, state=JobState.RUNNING, create_time=datetime.now(timezone.utc))

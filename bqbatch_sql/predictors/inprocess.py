@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, Generic, TypeVar
 
+from bqbatch_sql.errors import JobNotFoundError
 from bqbatch_sql.predictors.base import BatchJob, BatchJobSpec, JobState, TERMINAL_STATES
 
 
@@ -37,9 +38,14 @@ R = TypeVar("R", bound=Run)
 
 
 class JobRegistry(Generic[R]):
-    """The runs of one predictor, by job name."""
+    """The runs of one predictor, by job name.
 
-    def __init__(self) -> None:
+    unknown_job: what JobNotFoundError says of a name this process runs no job for,
+        `{job_name}` standing for the name.
+    """
+
+    def __init__(self, unknown_job: str) -> None:
+        self.unknown_job = unknown_job
         self._runs: dict[str, R] = {}
         # Guards the registry and every field of its runs' jobs: job threads write them, get() reads.
         self.lock = threading.Lock()
@@ -60,9 +66,22 @@ class JobRegistry(Generic[R]):
         run.thread.start()
         return snapshot
 
-    def find(self, job_name: str) -> R | None:
+    def not_found(self, job_name: str) -> JobNotFoundError:
+        return JobNotFoundError(self.unknown_job.format(job_name=job_name))
+
+    def find(self, job_name: str) -> R:
         with self.lock:
-            return self._runs.get(job_name)
+            run = self._runs.get(job_name)
+        if run is None:
+            raise self.not_found(job_name)
+        return run
+
+    def get(self, job_name: str) -> BatchJob:
+        """The job as the predictor's get() answers it."""
+        job = self.snapshot(job_name)
+        if job is None:
+            raise self.not_found(job_name)
+        return job
 
     def snapshot(self, job_name: str) -> BatchJob | None:
         """The job's snapshot; None when this process runs no job of that name."""
@@ -71,13 +90,15 @@ class JobRegistry(Generic[R]):
             return run.snapshot() if run is not None else None
 
     def cancel(self, job_name: str, *, only_while_running: bool = False) -> R | None:
-        """Ask the run to stop and show CANCELLING; the run, or None when it is unknown or has ended.
+        """Ask the run to stop and show CANCELLING; the run, or None when it has ended already.
 
-        only_while_running: a PENDING job stays PENDING until its thread ends it.
+        only_while_running: a PENDING job is not shown CANCELLING (its thread ends it CANCELLED).
         """
         with self.lock:
             run = self._runs.get(job_name)
-            if run is None or run.job.state in TERMINAL_STATES:
+            if run is None:
+                raise self.not_found(job_name)
+            if run.job.state in TERMINAL_STATES:
                 return None
             run.cancel.set()
             if not only_while_running or run.job.state == JobState.RUNNING:
@@ -86,7 +107,8 @@ class JobRegistry(Generic[R]):
 
     def join(self, job_name: str, timeout: float | None = None) -> None:
         """Wait for the run's thread to end (or `timeout` seconds); an unknown name returns at once."""
-        run = self.find(job_name)
+        with self.lock:
+            run = self._runs.get(job_name)
         if run is not None and run.thread is not None:
             run.thread.join(timeout)
 

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import duckdb
 import orjson
 
-from bqbatch_sql.errors import BqbatchError, JobNotFoundError, PredictorError
+from bqbatch_sql.errors import BqbatchError, PredictorError
 from bqbatch_sql.predictors.base import BatchJob, BatchJobSpec, JobState
 from bqbatch_sql.predictors.inprocess import JobRegistry, Run
 from bqbatch_sql.predictors.local_sql import JobPlan
@@ -47,6 +47,8 @@ from bqbatch_sql.predictors.responses import (
 FUNCTION_BATCH_ROWS = 2_000
 FUNCTION_WRITE_ROWS = 20_000
 
+UNKNOWN_JOB = ("The local predictor knows no job '{job_name}'. Local jobs live in the process that submitted "
+               "them; run the model again to submit a new job.")
 
 # Up to this many distinct structured-output settings are looked up from list
 # parameters (a linear search per row); more go through a join and a sort.
@@ -126,7 +128,7 @@ class LocalPredictor:
     ):
         self.adapter = adapter
         self.defaults = _settings(response_function, failure_rate, latency_seconds, chunk_rows)
-        self._jobs: JobRegistry[_Run] = JobRegistry()
+        self._jobs: JobRegistry[_Run] = JobRegistry(UNKNOWN_JOB)
 
     @classmethod
     def from_context(cls, context: Any, **options: Any) -> "LocalPredictor":
@@ -158,17 +160,10 @@ class LocalPredictor:
 
     def get(self, job_name: str) -> BatchJob:
         """A snapshot of the job: state, counts (total, succeeded, failed, incomplete), times, error."""
-        job = self._jobs.snapshot(job_name)
-        if job is None:
-            raise JobNotFoundError(
-                f"The local predictor knows no job '{job_name}'. Local jobs live in the process that "
-                f"submitted them; run the model again to submit a new job."
-            )
-        return job
+        return self._jobs.get(job_name)
 
     def cancel(self, job_name: str) -> None:
         """Ask the job to stop; rows already written stay, the rest count as incomplete."""
-        self.get(job_name)
         run = self._jobs.cancel(job_name)
         if run is None:  # it has ended
             return
@@ -179,7 +174,6 @@ class LocalPredictor:
 
     def timings(self, job_name: str) -> dict[str, float]:
         """Where the job's time went, in seconds per phase (validate, templates, chunks, ...)."""
-        self.get(job_name)
         run = self._jobs.find(job_name)
         with self._jobs.lock:
             return dict(run.timings)

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 import orjson
 
-from bqbatch_sql.errors import BqbatchError, JobNotFoundError, PredictorError
+from bqbatch_sql.errors import BqbatchError, PredictorError
 from bqbatch_sql.predictors.base import BatchJob, BatchJobSpec, JobState
 from bqbatch_sql.predictors.inprocess import JobRegistry, Run
 from bqbatch_sql.predictors.progress import PendingRow, ProgressStore, RowResult
@@ -58,7 +58,10 @@ class StreamingPredictor(ABC):
         self.limits = limits
         # One limiter per predictor: the limits are the API key's, shared by every job of the run.
         self.limiter = RateLimiter(limits.requests_per_minute, limits.tokens_per_minute)
-        self._jobs: JobRegistry[_Run] = JobRegistry()
+        self._jobs: JobRegistry[_Run] = JobRegistry(
+            f"The {self.name} predictor knows no job '{{job_name}}': its jobs live in the process that submitted "
+            f"them. Run the model again: answers already written are kept and not asked for again."
+        )
         _LIVE.add(self)
 
     @classmethod
@@ -83,17 +86,10 @@ class StreamingPredictor(ABC):
         return self._jobs.start(run, self._work, thread_name=f"bqbatch-{job.name}")
 
     def get(self, job_name: str) -> BatchJob:
-        job = self._jobs.snapshot(job_name)
-        if job is None:
-            raise JobNotFoundError(
-                f"The {self.name} predictor knows no job '{job_name}': its jobs live in the process that "
-                f"submitted them. Run the model again: answers already written are kept and not asked for again."
-            )
-        return job
+        return self._jobs.get(job_name)
 
     def cancel(self, job_name: str) -> None:
         """Stop sending; calls in flight finish and their answers are written (they are paid for)."""
-        self.get(job_name)
         # Only a RUNNING job shows CANCELLING: a PENDING one has sent nothing and ends CANCELLED before it sends.
         self._jobs.cancel(job_name, only_while_running=True)
 
