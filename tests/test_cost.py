@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import math
-import textwrap
 
-import duckdb
 import pytest
+from projects import fails, local_rows, local_tables, ok, on_emulator
 
 from bqbatch_sql.cost import format_usd
 from bqbatch_sql.prices import PRICES_AS_OF, Price, price_for
@@ -30,23 +29,13 @@ def _project(make_project, config: str = "", project_yml: str = "name: demo\n"):
                          "bqbatch_project.yml": project_yml})
 
 
-def _tables(root) -> list[str]:
-    with duckdb.connect(str(root / "target" / "bqbatch.duckdb"), read_only=True) as db:
-        return [t for (t,) in db.execute("select table_name from information_schema.tables order by 1").fetchall()]
-
-
-def _ok(result):
-    assert result.exit_code == 0, result.output
-    return result
-
-
 # -- dry run -------------------------------------------------------------------------------
 
 
 def test_dry_run_prints_rows_tokens_and_cost_and_submits_nothing(make_project, cli):
     root = _project(make_project)
-    _ok(cli("seed", "--project-dir", root))
-    result = _ok(cli("run", "--project-dir", root, "--dry-run"))
+    ok(cli("seed", "--project-dir", root))
+    result = ok(cli("run", "--project-dir", root, "--dry-run"))
     cost = INPUT_TOKENS * 0.15 / 1e6
     assert "Dry run: nothing is submitted" in result.output
     assert (f"dry run: would submit all 4 rows in 1 job(s); 4 rows, ~{INPUT_TOKENS:,} input tokens; output tokens "
@@ -55,9 +44,8 @@ def test_dry_run_prints_rows_tokens_and_cost_and_submits_nothing(make_project, c
     assert f"at gemini-2.5-flash batch price of {PRICES_AS_OF}. Nothing was submitted." in result.output
     assert "submitted projects/" not in result.output
     # Nothing built, nothing submitted, no scratch table left.
-    assert _tables(root) == ["bqbatch_jobs", "reviews"]
-    with duckdb.connect(str(root / "target" / "bqbatch.duckdb"), read_only=True) as db:
-        assert db.execute("select count(*) from main.bqbatch_jobs").fetchall() == [(0,)]
+    assert local_tables(root) == ["bqbatch_jobs", "reviews"]
+    assert local_rows(root, "select count(*) from main.bqbatch_jobs") == [(0,)]
     batch = json.loads((root / "target" / "run_results.json").read_text())["results"][0]["batch"]
     assert batch["dry_run"] is True and batch["rows_to_submit"] == 4
     assert batch["estimated_input_tokens"] == INPUT_TOKENS and batch["estimated_cost_usd"] == pytest.approx(cost)
@@ -65,25 +53,25 @@ def test_dry_run_prints_rows_tokens_and_cost_and_submits_nothing(make_project, c
 
 def test_dry_run_of_an_incremental_model_counts_only_the_rows_a_run_would_send(make_project, cli):
     root = _project(make_project, "incremental=true, unique_key='review_id'")
-    _ok(cli("build", "--project-dir", root))
-    assert "would submit 0 of 4 rows" in _ok(cli("run", "--project-dir", root, "--dry-run")).output
+    ok(cli("build", "--project-dir", root))
+    assert "would submit 0 of 4 rows" in ok(cli("run", "--project-dir", root, "--dry-run")).output
 
     seed = root / "seeds" / "reviews.csv"
     seed.write_text(seed.read_text().replace("bad lid", "the lid broke off after a week"))
-    _ok(cli("seed", "--project-dir", root))
-    result = _ok(cli("run", "--project-dir", root, "--dry-run"))
+    ok(cli("seed", "--project-dir", root))
+    result = ok(cli("run", "--project-dir", root, "--dry-run"))
     tokens = math.ceil(len("Classify: the lid broke off after a week") / 4)
     assert f"would submit 1 of 4 rows new, changed or failed; 3 kept in 1 job(s); 1 rows, ~{tokens} input " \
            f"tokens + ~" in result.output
     assert "(the previous output's" in result.output  # output tokens estimated from the answers so far
     # The dry run changed nothing: the real run still sends that row.
-    assert "1 of 4 rows new, changed or failed" in _ok(cli("run", "--project-dir", root)).output
+    assert "1 of 4 rows new, changed or failed" in ok(cli("run", "--project-dir", root)).output
 
 
 def test_dry_run_says_how_many_jobs_past_the_limit(make_project, cli):
     root = _project(make_project, "max_requests_per_job=3")
-    _ok(cli("seed", "--project-dir", root))
-    assert "would submit all 4 rows in 2 job(s)" in _ok(cli("run", "--project-dir", root, "--dry-run")).output
+    ok(cli("seed", "--project-dir", root))
+    assert "would submit all 4 rows in 2 job(s)" in ok(cli("run", "--project-dir", root, "--dry-run")).output
 
 
 # -- guards --------------------------------------------------------------------------------------
@@ -91,13 +79,12 @@ def test_dry_run_says_how_many_jobs_past_the_limit(make_project, cli):
 
 def test_max_rows_refuses_to_submit_and_says_by_how_much(make_project, cli):
     root = _project(make_project, "max_rows=3")
-    result = cli("build", "--project-dir", root)
-    assert result.exit_code == 1
+    result = fails(cli("build", "--project-dir", root))
     assert "4 rows to submit exceed max_rows=3 by 1; nothing was submitted" in result.output
-    assert "submitted projects/" not in result.output and "sentiment" not in _tables(root)
+    assert "submitted projects/" not in result.output and "sentiment" not in local_tables(root)
 
-    dry = cli("run", "--project-dir", root, "--dry-run")
-    assert dry.exit_code == 1 and "A run would refuse:" in dry.output and "by 1;" in dry.output
+    dry = fails(cli("run", "--project-dir", root, "--dry-run"))
+    assert "A run would refuse:" in dry.output and "by 1;" in dry.output
 
 
 def test_max_cost_usd_refuses_with_the_excess(make_project, cli):
@@ -105,24 +92,22 @@ def test_max_cost_usd_refuses_with_the_excess(make_project, cli):
     project = "name: demo\nprices:\n  gemini-2.5-flash: {input: 1.0, output: 1.0}\n"
     budget = INPUT_TOKENS / 2 / 1e6
     root = _project(make_project, f"max_cost_usd={budget}", project)
-    result = cli("build", "--project-dir", root)
-    assert result.exit_code == 1
+    result = fails(cli("build", "--project-dir", root))
     assert (f"the estimated cost {format_usd(INPUT_TOKENS / 1e6)} exceeds max_cost_usd={budget:g} by "
             f"{format_usd(INPUT_TOKENS / 2 / 1e6)} (100% over;") in result.output
     assert "price from bqbatch_project.yml" in result.output and "nothing was submitted" in result.output
-    assert "sentiment" not in _tables(root)
+    assert "sentiment" not in local_tables(root)
 
 
 def test_max_cost_usd_within_budget_submits(make_project, cli):
     root = _project(make_project, "max_cost_usd=1.0")
-    result = _ok(cli("build", "--project-dir", root))
+    result = ok(cli("build", "--project-dir", root))
     assert "submitted projects/" in result.output
 
 
 def test_a_budget_without_a_known_price_is_refused(make_project, cli):
     root = _project(make_project, "model='gemini-9-ultra', max_cost_usd=5")
-    result = cli("build", "--project-dir", root)
-    assert result.exit_code == 1
+    result = fails(cli("build", "--project-dir", root))
     assert "no batch price is known for model 'gemini-9-ultra'" in result.output
     assert "prices: {'gemini-9-ultra': {input: 0.15, output: 1.25}}" in result.output
 
@@ -132,7 +117,7 @@ def test_a_budget_without_a_known_price_is_refused(make_project, cli):
 
 def test_run_results_and_status_show_the_actual_tokens_and_cost(make_project, cli):
     root = _project(make_project)
-    result = _ok(cli("build", "--project-dir", root))
+    result = ok(cli("build", "--project-dir", root))
     batch = json.loads((root / "target" / "run_results.json").read_text())["results"][-1]["batch"]
     price = price_for("gemini-2.5-flash")
     expected = (batch["prompt_tokens"] * price.input + (batch["output_tokens"] + batch["thoughts_tokens"])
@@ -142,7 +127,7 @@ def test_run_results_and_status_show_the_actual_tokens_and_cost(make_project, cl
     assert batch["price"] == f"gemini-2.5-flash batch price of {PRICES_AS_OF}"
     assert f"tokens {batch['prompt_tokens']:,} in" in result.output and "; cost $0.0" in result.output
 
-    status = _ok(cli("status", "--project-dir", root)).output.splitlines()
+    status = ok(cli("status", "--project-dir", root)).output.splitlines()
     header = status.index(next(line for line in status if line.startswith("model") and "tokens in" in line))
     assert status[header + 1].split()[:3] == ["sentiment", f"{batch['prompt_tokens']:,}",
                                              f"{batch['output_tokens'] + batch['thoughts_tokens']:,}"]
@@ -185,22 +170,9 @@ def test_batch_prices_are_half_the_online_list_price_and_long_prompts_cost_more(
 def test_dry_run_on_bigquery_counts_the_same_tokens(make_project, cli):
     from bqbatch_sql.emulator import Emulator
 
-    root = _project(make_project, project_yml="name: demo\nprofile: demo\n")
+    root = _project(make_project)
     with Emulator(vertex_options={"pending_seconds": 0.02}) as emu:
-        (root / "profiles.yml").write_text(textwrap.dedent(f"""
-            demo:
-              target: prod
-              outputs:
-                prod:
-                  type: bigquery
-                  method: emulator
-                  project: emu-project
-                  dataset: costs
-                  location: us-central1
-                  api_endpoint: {emu.url}
-                  predictor: {{type: vertex, base_url: "{emu.url}"}}
-        """))
-        args = ("--project-dir", root, "--profiles-dir", root)
-        _ok(cli("seed", *args))
-        result = _ok(cli("run", *args, "--dry-run"))
+        args = on_emulator(root, emu, "costs")
+        ok(cli("seed", *args))
+        result = ok(cli("run", *args, "--dry-run"))
     assert f"would submit all 4 rows in 1 job(s); 4 rows, ~{INPUT_TOKENS:,} input tokens" in result.output

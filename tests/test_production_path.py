@@ -7,26 +7,26 @@ or killed, as a subprocess. Each test works in a dataset of its own.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import projects
 import pytest
 from click.testing import CliRunner
+from projects import PROJECT, REGION, bigquery_rows, ok
 
 from bqbatch_sql.cli import main
 from bqbatch_sql.emulator import Emulator
 
 REPO = Path(__file__).resolve().parent.parent
-PROJECT = "emu-project"
-REGION = "us-central1"
 SEEDS_STATUS = (
     'Bad Request: {"error": {"code": 400, "message": "Please use a valid role: user, model.", '
     '"status": "INVALID_ARGUMENT"}}'
@@ -51,30 +51,13 @@ def project_dir(tmp_path_factory):
 
 @pytest.fixture
 def bq(emulator):
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import bigquery
-
-    return bigquery.Client(project=PROJECT, credentials=AnonymousCredentials(),
-                           client_options={"api_endpoint": emulator.url})
+    return projects.bigquery(emulator)
 
 
 @pytest.fixture
 def vertex_jobs(emulator):
     """vertex_jobs(dataset, label=value) -> the Vertex jobs writing into `dataset` with that label (google-genai)."""
-    import google.oauth2.credentials
-    from google import genai
-    from google.genai import types
-
-    client = genai.Client(vertexai=True, project=PROJECT, location=REGION,
-                          credentials=google.oauth2.credentials.Credentials(token="test"),
-                          http_options=types.HttpOptions(base_url=emulator.url, api_version="v1"))
-
-    def jobs(dataset, **labels):
-        flt = " AND ".join(f'labels.{k}="{v}"' for k, v in labels.items())
-        found = client.batches.list(config=types.ListBatchJobsConfig(filter=flt, page_size=100))
-        return [j for j in found if f".{dataset}." in j.dest.bigquery_uri]
-
-    return jobs
+    return functools.partial(projects.vertex_jobs, emulator)
 
 
 @pytest.fixture
@@ -89,30 +72,15 @@ def target(emulator, tmp_path, monkeypatch):
 def _make_target(emulator, tmp_path):
     def make(location=REGION, predictor_location=None, **predictor):
         dataset = f"prod_{next(_datasets)}"
-        options = {"base_url": emulator.url, "poll_initial_seconds": 0.05, "poll_max_seconds": 0.2,
-                   "retry_initial_seconds": 0.01, "retry_max_seconds": 0.05, **predictor}
+        options = {"poll_initial_seconds": 0.05, "poll_max_seconds": 0.2, "retry_initial_seconds": 0.01,
+                   "retry_max_seconds": 0.05, **predictor}
         if predictor_location:
             options["location"] = predictor_location
-        lines = "\n".join(f"        {k}: {v}" for k, v in options.items())
         directory = tmp_path / dataset
         directory.mkdir()
-        (directory / "profiles.yml").write_text(textwrap.dedent(f"""
-            bqbatch_example:
-              target: prod
-              outputs:
-                prod:
-                  type: bigquery
-                  method: emulator
-                  project: {PROJECT}
-                  dataset: {dataset}
-                  location: {location}
-                  api_endpoint: {emulator.url}
-                  job_labels: {{team: data}}
-                  retry_initial_seconds: 0.01
-                  retry_deadline_seconds: 5
-                  predictor:
-                    type: vertex
-        """) + lines + "\n")
+        (directory / "profiles.yml").write_text(projects.emulator_profiles(
+            emulator, dataset, profile="bqbatch_example", location=location, job_labels={"team": "data"},
+            retry_deadline_seconds=5, predictor=options))
         return Target(directory, dataset)
 
     return make
@@ -127,15 +95,6 @@ class Target:
 def bqbatch(project_dir, target, *args):
     return CliRunner().invoke(main, [*args, "--project-dir", str(project_dir), "--profiles-dir",
                                      str(target.profiles_dir)], catch_exceptions=False)
-
-
-def ok(result):
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def rows(bq, sql):
-    return [tuple(r.values()) for r in bq.query_and_wait(sql)]
 
 
 # -- the whole example project ------------------------------------------------------------
@@ -153,13 +112,14 @@ def test_the_example_project_runs_on_bigquery_and_vertex(project_dir, target, bq
         assert line in result.output
 
     # One row per request, the seeds' status word for word on the invalid role.
-    out = rows(bq, f"select thread_id, status, response is null from {ds}.support_replies order by thread_id")
+    out = bigquery_rows(bq, f"select thread_id, status, response is null from {ds}.support_replies order by thread_id")
     assert [r[0] for r in out] == [1, 2, 3]
     assert out[0][1] in (None, "") and out[0][2] is False
     assert out[2] == (3, SEEDS_STATUS, True)
-    parsed = rows(bq, f"select error_code, error_message from {ds}.support_replies__parsed where thread_id = 3")
+    parsed = bigquery_rows(bq, f"select error_code, error_message from {ds}.support_replies__parsed "
+                               "where thread_id = 3")
     assert parsed == [(400, "Please use a valid role: user, model.")]
-    assert rows(bq, f"select count(*) from {ds}.review_report") == [(3,)]
+    assert bigquery_rows(bq, f"select count(*) from {ds}.review_report") == [(3,)]
     typed = {f.name: f.field_type for f in bq.get_table(f"{ds}.review_sentiment__parsed").schema}
     assert typed["sentiment"] == "STRING" and typed["needs_follow_up"] == "BOOLEAN"
 
@@ -167,9 +127,9 @@ def test_the_example_project_runs_on_bigquery_and_vertex(project_dir, target, bq
     jobs = vertex_jobs(profiles.dataset, bqbatch_model="support_replies")
     assert len(jobs) == 1 and jobs[0].dest.bigquery_uri == f"bq://{PROJECT}.{ds}.support_replies"
     assert jobs[0].display_name == "bqbatch-bqbatch_example-support_replies"
-    ledger = rows(bq, f"select model_unique_id, state from {ds}.bqbatch_jobs "
-                      f"qualify row_number() over (partition by model_unique_id order by recorded_at desc) = 1 "
-                      f"order by 1")
+    ledger = bigquery_rows(bq, f"select model_unique_id, state from {ds}.bqbatch_jobs "
+                               "qualify row_number() over (partition by model_unique_id order by recorded_at desc) = 1 "
+                               "order by 1")
     assert ledger == [(f"model.{m}", "JOB_STATE_SUCCEEDED") for m in ("recipe_answers", "review_sentiment",
                                                                       "support_replies")]
     labelled = [j for j in bq.list_jobs(max_results=200) if (j.labels or {}).get("team") == "data"]
@@ -250,7 +210,8 @@ def test_a_killed_run_is_reattached_and_never_submitted_twice(project_dir, targe
     assert "re-attached to live job" in done.output and "submitted" not in done.output
     jobs = vertex_jobs(profiles.dataset, bqbatch_model="support_replies")
     assert [j.name for j in jobs] == [job.name]  # exactly one create call, over three runs
-    assert rows(bq, f"select count(*), countif(status = '{SEEDS_STATUS}') from {ds}.support_replies") == [(3, 1)]
+    answered = bigquery_rows(bq, f"select count(*), countif(status = '{SEEDS_STATUS}') from {ds}.support_replies")
+    assert answered == [(3, 1)]
 
 
 def test_cancel_on_interrupt_cancels_the_job(project_dir, target, emulator, vertex_jobs):
@@ -296,7 +257,7 @@ def test_429_and_503_are_retried_and_the_run_succeeds(project_dir, target, emula
     assert result.exit_code == 0, result.output
     jobs = vertex_jobs(profiles.dataset, bqbatch_model="support_replies")
     assert len(jobs) == 1
-    assert rows(bq, f"select count(*) from {ds}.support_replies") == [(3,)]
+    assert bigquery_rows(bq, f"select count(*) from {ds}.support_replies") == [(3,)]
 
 
 def test_a_vertex_that_keeps_failing_ends_the_node_with_the_cause(project_dir, target, emulator):
@@ -312,20 +273,20 @@ def test_a_failed_job_keeps_the_previous_output(project_dir, target, emulator, b
     profiles = target()
     ds = profiles.dataset
     ok(bqbatch(project_dir, profiles, "build", "-s", "+support_replies"))
-    before = rows(bq, f"select thread_id, status from {ds}.support_replies order by 1")
+    before = bigquery_rows(bq, f"select thread_id, status from {ds}.support_replies order by 1")
 
     emulator.faults.job_outcome("FAILED", message="Quota exhausted for gemini-2.5-flash.")
     result = bqbatch(project_dir, profiles, "run", "-s", "support_replies", "--full-refresh")
     assert result.exit_code == 1
     assert "ended FAILED: Quota exhausted for gemini-2.5-flash." in result.output
     assert "A rerun submits a new job" in result.output
-    assert rows(bq, f"select thread_id, status from {ds}.support_replies order by 1") == before
+    assert bigquery_rows(bq, f"select thread_id, status from {ds}.support_replies order by 1") == before
     assert "FAILED" in bqbatch(project_dir, profiles, "status", "-s", "support_replies").output
 
     # The next run submits anew, writes under a fresh name and swaps the result in.
     again = bqbatch(project_dir, profiles, "run", "-s", "support_replies", "--full-refresh")
     assert again.exit_code == 0, again.output
-    assert rows(bq, f"select count(*) from {ds}.support_replies") == [(3,)]
+    assert bigquery_rows(bq, f"select count(*) from {ds}.support_replies") == [(3,)]
     assert [t.table_id for t in bq.list_tables(ds) if "__bqbatch_" in t.table_id] == []
 
 
@@ -337,7 +298,7 @@ def test_partially_succeeded_keeps_every_row_and_exits_2(project_dir, target, em
     result = bqbatch(project_dir, profiles, "run", "-s", "support_replies")
     assert result.exit_code == 2, result.output
     assert "PARTIALLY_SUCCEEDED" in result.output and "carry their error" in result.output
-    counts = rows(bq, f"select count(*), countif(response is null and status != '') from {ds}.support_replies")
+    counts = bigquery_rows(bq, f"select count(*), countif(response is null and status != '') from {ds}.support_replies")
     assert counts[0][0] == 3 and counts[0][1] >= 2
 
 
