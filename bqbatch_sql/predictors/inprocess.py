@@ -3,8 +3,9 @@ openai_compatible, gemini_batch): the registry of their jobs.
 
 Each job is a `Run` worked by one daemon thread. The registry keeps the runs by job
 name under one lock, so that get() reads a consistent snapshot while the thread moves
-the job along. What differs per predictor stays in the predictor: how get() answers a
-name it does not know, what else cancel() stops, progress estimates.
+the job along. What differs per predictor stays in the predictor: the words of its
+JobNotFoundError, re-attaching a job another process submitted (gemini_batch), what
+else cancel() stops, progress estimates (local).
 """
 
 from __future__ import annotations
