@@ -29,84 +29,108 @@
   {%- set _ = passthrough.append(name) -%}
 {%- endfor -%}
 {%- set typed = bqbatch_response_schema_columns(response_schema, passthrough + fixed) -%}
+{#-
+  Stages, innermost first; each reads the columns of the one inside it.
+
+  reads   Every value the view needs from `response` is a JSON_VALUE in one SELECT list.
+          A JSON function parses its whole input each time, and DuckDB keeps JSON as
+          text: on DuckDB the compiler gives all the reads of one column a single parse
+          (compile_duckdb_json.shared_json_reads; 1M responses: about 0.25 s of CPU per
+          separate read). The first `direct` parts are read one by one (nearly every
+          answer: one text part, or a thought and a text); a further part only sends the
+          row to the per-row subquery below.
+  texts   The text: the direct parts joined, thought parts left out, or, for rows with
+          more parts, every part through a subquery over the parts array (on DuckDB,
+          list functions, computed only for those rows: compile_duckdb_json.
+          json_array_string_agg). The error JSON is read here too, from the status text
+          of failed rows only (IF: successful rows have an empty status).
+  output  (with a response_schema) the text as JSON, parsed only when it starts as an
+          object: a failed parse costs DuckDB seconds per million prose answers;
+          props   then each property as one more shared read.
+  The last SELECT names and casts the columns. BigQuery runs every stage in one scan.
+-#}
+{%- set direct = 2 -%}
+{%- set parts_path = '$.candidates[0].content.parts' -%}
+{%- set reads = [] -%}
+{%- for i in range(direct) -%}
+  {%- set _ = reads.append("JSON_VALUE(`response`, '" ~ parts_path ~ "[" ~ i ~ "].text') AS `__bqbatch_text_" ~ i ~ "`") -%}
+  {%- set _ = reads.append("JSON_VALUE(`response`, '" ~ parts_path ~ "[" ~ i ~ "].thought') AS `__bqbatch_thought_" ~ i ~ "`") -%}
+{%- endfor -%}
+{%- set _ = reads.append("JSON_QUERY(`response`, '" ~ parts_path ~ "[" ~ direct ~ "]') IS NOT NULL AS `__bqbatch_more_parts`") -%}
+{%- set _ = reads.append("JSON_VALUE(`response`, '$.candidates[0].finishReason') AS `__bqbatch_finish_reason`") -%}
+{%- set _ = reads.append("JSON_VALUE(`response`, '$.usageMetadata.promptTokenCount') AS `__bqbatch_prompt_tokens`") -%}
+{%- set _ = reads.append("JSON_VALUE(`response`, '$.usageMetadata.candidatesTokenCount') AS `__bqbatch_output_tokens`") -%}
+{%- set _ = reads.append("JSON_VALUE(`response`, '$.usageMetadata.totalTokenCount') AS `__bqbatch_total_tokens`") -%}
+{%- set _ = reads.append("IF(`status` <> '', SAFE.PARSE_JSON(REGEXP_EXTRACT(`status`, " ~ sql_string('(?s)\\{.*\\}') ~ ")), NULL) AS `__bqbatch_error`") -%}
+{%- set short_parts = [] -%}
+{%- for i in range(direct) -%}
+  {%- set _ = short_parts.append("IF(`__bqbatch_thought_" ~ i ~ "` = 'true', '', COALESCE(`__bqbatch_text_" ~ i ~ "`, ''))") -%}
+{%- endfor -%}
+{%- set all_parts = "(SELECT STRING_AGG(JSON_VALUE(`__bqbatch_part`, '$.text'), '' ORDER BY `__bqbatch_pos`) FROM UNNEST(JSON_QUERY_ARRAY(`response`, '" ~ parts_path ~ "')) AS `__bqbatch_part` WITH OFFSET AS `__bqbatch_pos` WHERE COALESCE(JSON_VALUE(`__bqbatch_part`, '$.thought'), 'false') <> 'true')" -%}
 {%- set columns = [] -%}
 {%- for name in passthrough -%}
   {%- set _ = columns.append(sql_ident(name)) -%}
 {%- endfor -%}
-{%- set _ = columns.append("`__bqbatch_text` AS `text`") -%}
-{%- set _ = columns.append("JSON_VALUE(`__bqbatch_candidate`, '$.finishReason') AS `finish_reason`") -%}
-{%- set _ = columns.append("SAFE_CAST(JSON_VALUE(`__bqbatch_usage`, '$.promptTokenCount') AS INT64) AS `prompt_tokens`") -%}
-{%- set _ = columns.append("SAFE_CAST(JSON_VALUE(`__bqbatch_usage`, '$.candidatesTokenCount') AS INT64) AS `output_tokens`") -%}
-{%- set _ = columns.append("SAFE_CAST(JSON_VALUE(`__bqbatch_usage`, '$.totalTokenCount') AS INT64) AS `total_tokens`") -%}
-{%- set _ = columns.append("SAFE_CAST(JSON_VALUE(`__bqbatch_error`, '$.error.code') AS INT64) AS `error_code`") -%}
-{%- set _ = columns.append("COALESCE(JSON_VALUE(`__bqbatch_error`, '$.error.message'), NULLIF(`status`, '')) AS `error_message`") -%}
+{%- set _ = columns.append("NULLIF(`__bqbatch_text`, '') AS `text`") -%}
+{%- set _ = columns.append("`__bqbatch_finish_reason` AS `finish_reason`") -%}
+{%- set _ = columns.append("SAFE_CAST(`__bqbatch_prompt_tokens` AS INT64) AS `prompt_tokens`") -%}
+{%- set _ = columns.append("SAFE_CAST(`__bqbatch_output_tokens` AS INT64) AS `output_tokens`") -%}
+{%- set _ = columns.append("SAFE_CAST(`__bqbatch_total_tokens` AS INT64) AS `total_tokens`") -%}
+{%- set _ = columns.append("SAFE_CAST(`__bqbatch_error_code` AS INT64) AS `error_code`") -%}
+{%- set _ = columns.append("COALESCE(`__bqbatch_error_message`, NULLIF(`status`, '')) AS `error_message`") -%}
+{%- set props = [] -%}
 {%- for column in typed -%}
-  {%- if column.type == 'STRING' -%}
-    {%- set value = "JSON_VALUE(`__bqbatch_output`, " ~ column.path ~ ")" -%}
-  {%- elif column.type == 'JSON' -%}
+  {%- set prop = "`__bqbatch_property_" ~ loop.index0 ~ "`" -%}
+  {%- if column.type == 'JSON' -%}
     {%- set value = "JSON_QUERY(`__bqbatch_output`, " ~ column.path ~ ")" -%}
-  {%- elif column.type == 'BOOL' -%}
-    {%- set value = "CASE JSON_VALUE(`__bqbatch_output`, " ~ column.path ~ ") WHEN 'true' THEN TRUE WHEN 'false' THEN FALSE END" -%}
   {%- else -%}
-    {%- set value = "SAFE_CAST(JSON_VALUE(`__bqbatch_output`, " ~ column.path ~ ") AS " ~ column.type ~ ")" -%}
+    {%- set _ = props.append("JSON_VALUE(`__bqbatch_output`, " ~ column.path ~ ") AS " ~ prop) -%}
+    {%- if column.type == 'STRING' -%}
+      {%- set value = prop -%}
+    {%- elif column.type == 'BOOL' -%}
+      {%- set value = "CASE " ~ prop ~ " WHEN 'true' THEN TRUE WHEN 'false' THEN FALSE END" -%}
+    {%- else -%}
+      {%- set value = "SAFE_CAST(" ~ prop ~ " AS " ~ column.type ~ ")" -%}
+    {%- endif -%}
   {%- endif -%}
   {%- set _ = columns.append(value ~ " AS " ~ sql_ident(column.name)) -%}
 {%- endfor -%}
-{#-
-  Stages, innermost first. Each JSON function parses its whole input, so the
-  response is cut once into its small pieces (candidate, usage) and the rest reads
-  those. Text: answers of up to `direct` parts (nearly all: one text part, or a
-  thought and a text) are read part by part, each next part only when it exists.
-  Longer ones go through a per-row subquery; DuckDB turns that subquery into a join
-  costing seconds per million rows, so its UNNEST gets NULL (no rows) for the others.
-  BigQuery runs either form in the same single scan.
--#}
-{%- set direct = 4 -%}
-{%- set part = "IF(COALESCE(JSON_VALUE(`__bqbatch_parts`, '$[{i}].thought'), 'false') = 'true', NULL, JSON_VALUE(`__bqbatch_parts`, '$[{i}].text'))" -%}
-{%- set ns = namespace(text="COALESCE(" ~ part.replace('{i}', (direct - 1) | string) ~ ", '')") -%}
-{%- for i in range(direct - 2, -1, -1) -%}
-  {%- set ns.text = "CONCAT(COALESCE(" ~ part.replace('{i}', i | string) ~ ", ''), IF(JSON_QUERY(`__bqbatch_parts`, '$[" ~ (i + 1) ~ "]') IS NULL, '', " ~ ns.text ~ "))" -%}
-{%- endfor -%}
-{%- set short_text = ns.text -%}
-{%- set long_text = "(SELECT STRING_AGG(JSON_VALUE(`__bqbatch_part`, '$.text'), '' ORDER BY `__bqbatch_pos`) FROM UNNEST(JSON_QUERY_ARRAY(`__bqbatch_long_parts`)) AS `__bqbatch_part` WITH OFFSET AS `__bqbatch_pos` WHERE COALESCE(JSON_VALUE(`__bqbatch_part`, '$.thought'), 'false') <> 'true')" -%}
-{%- set pieces -%}
+{%- set stage -%}
 SELECT *,
-        JSON_QUERY(`response`, '$.candidates[0]') AS `__bqbatch_candidate`,
-        JSON_QUERY(`response`, '$.usageMetadata') AS `__bqbatch_usage`,
-        SAFE.PARSE_JSON(REGEXP_EXTRACT(`status`, {{ sql_string('(?s)\\{.*\\}') }})) AS `__bqbatch_error`
+        {{ reads | join(',\n        ') }}
       FROM {{ relation }}
 {%- endset -%}
-{%- set parts -%}
+{%- set stage -%}
 SELECT *,
-      JSON_QUERY(`__bqbatch_candidate`, '$.content.parts') AS `__bqbatch_parts`,
-      IF(JSON_QUERY(`__bqbatch_candidate`, '$.content.parts[{{ direct }}]') IS NULL, NULL, JSON_QUERY(`__bqbatch_candidate`, '$.content.parts')) AS `__bqbatch_long_parts`
+      IF(`__bqbatch_more_parts`,
+        {{ all_parts }},
+        CONCAT({{ short_parts | join(', ') }})) AS `__bqbatch_text`,
+      JSON_VALUE(`__bqbatch_error`, '$.error.code') AS `__bqbatch_error_code`,
+      JSON_VALUE(`__bqbatch_error`, '$.error.message') AS `__bqbatch_error_message`
     FROM (
-      {{ pieces }}
-    ) AS `__bqbatch_pieces`
+      {{ stage }}
+    ) AS `__bqbatch_reads`
 {%- endset -%}
-{%- set texts -%}
+{%- if typed -%}
+{%- set stage -%}
+SELECT *, IF(REGEXP_CONTAINS(`__bqbatch_text`, {{ sql_string('^\\s*\\{') }}), SAFE.PARSE_JSON(`__bqbatch_text`), NULL) AS `__bqbatch_output`
+    FROM (
+    {{ stage }}
+    ) AS `__bqbatch_texts`
+{%- endset -%}
+{%- if props -%}
+{%- set stage -%}
 SELECT *,
-    NULLIF(IF(`__bqbatch_long_parts` IS NULL,
-      {{ short_text }},
-      {{ long_text }}), '') AS `__bqbatch_text`
+    {{ props | join(',\n    ') }}
   FROM (
-    {{ parts }}
-  ) AS `__bqbatch_with_parts`
+  {{ stage }}
+  ) AS `__bqbatch_with_output`
 {%- endset -%}
-{#- Only a text that starts as an object can hold the properties; the check also spares
-    DuckDB a failed parse per prose answer, which costs seconds per million rows. -#}
+{%- endif -%}
+{%- endif -%}
 SELECT
   {{ columns | join(',\n  ') }}
-{% if typed -%}
 FROM (
-  SELECT *, IF(REGEXP_CONTAINS(`__bqbatch_text`, {{ sql_string('^\\s*\\{') }}), SAFE.PARSE_JSON(`__bqbatch_text`), NULL) AS `__bqbatch_output`
-  FROM (
-  {{ texts }}
-  ) AS `__bqbatch_texts`
+  {{ stage }}
 ) AS `__bqbatch_parsed`
-{%- else -%}
-FROM (
-  {{ texts }}
-) AS `__bqbatch_parsed`
-{%- endif -%}
 {%- endmacro -%}
