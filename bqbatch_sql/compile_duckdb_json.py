@@ -248,7 +248,7 @@ def json_keys(node: exp.JSONKeysAtDepth, ctx: Ctx) -> exp.Expression | None:
 #
 # DuckDB keeps JSON as text and parses it again in every function that reads it: a
 # view selecting eight JSON_VALUEs of one response parses each response eight times
-# (about 0.25 s of CPU per million 350-byte responses each, on the 2-core dev box).
+# (about 0.5 s of CPU each per million 350-byte responses, on the 2-core dev box).
 # json_extract_string(x, [paths]) parses once and returns one value per path; the
 # rules below hand it every read of one column in a SELECT list.
 
@@ -279,7 +279,7 @@ def shared_json_reads(node: exp.Select, ctx: Ctx) -> exp.Expression | None:
     # Select items `JSON_VALUE(col, 'path') AS a` and `JSON_QUERY(col, 'path') IS [NOT]
     # NULL AS b` reading one column share one json_extract_string(col, [paths]) list,
     # written out in each item: DuckDB's common-subexpression pass computes it once
-    # (measured: 8 reads of 1M responses, 2.3 s of CPU apart, 0.8 s shared).
+    # (measured: 8 reads of 1M responses, 4.0 s of CPU apart, 0.9 s shared).
     # json_extract_string differs from JSON_VALUE only where the value is an object or
     # an array (BigQuery: NULL; DuckDB: its JSON text), and such text starts with [ or {
     # and ends with ] or }; only values shaped like that are checked with json_type

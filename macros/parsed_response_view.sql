@@ -39,7 +39,7 @@
           (and one `JSON_QUERY(...) IS NOT NULL AS name`) items of one SELECT list: the
           form whose reads of one column the DuckDB compiler merges into a single parse
           (compile_duckdb_json.shared_json_reads). Apart, each read parses the whole
-          response again, about 0.25 s of CPU per million. The first `direct` parts are
+          response again, about 0.5 s of CPU per million. The first `direct` parts are
           read one by one (nearly every answer: one text part, or a thought and a text);
           a part past them sends the row to the subquery over all parts.
   texts   The text: the direct parts joined, thought parts left out, or for rows with
