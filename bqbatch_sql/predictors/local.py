@@ -76,15 +76,19 @@ class _Run(Run):
     cursors: list[duckdb.DuckDBPyConnection] = dataclasses.field(default_factory=list)
     timings: dict[str, float] = dataclasses.field(default_factory=dict)  # seconds per phase
     progress: duckdb.DuckDBPyConnection | None = None  # the cursor running the whole-table statement
+    estimated: int = 0  # the most rows done DuckDB has reported for that statement
 
     def snapshot(self) -> BatchJob:
         """The job as a get() call sees it: while the one statement runs, its rows done are
-        DuckDB's progress estimate (counted as succeeded; the failures are known at the end)."""
+        DuckDB's progress estimate (counted as succeeded; the failures are known at the end).
+        The estimate never goes back: DuckDB answers -1 again once the scan is over, while
+        the statement still writes."""
         job = dataclasses.replace(self.job)
         if self.progress is not None and job.state == JobState.RUNNING and job.total:
-            percent = self.progress.query_progress()  # -1 before the scan starts
+            percent = self.progress.query_progress()
             if percent > 0:
-                job.succeeded = max(job.succeeded, min(job.total, int(job.total * percent / 100)))
+                self.estimated = max(self.estimated, min(job.total, int(job.total * percent / 100)))
+            job.succeeded = max(job.succeeded, self.estimated)
         return job
 
 
