@@ -241,14 +241,20 @@ def system_split_sql(raw: exp.Expression, tail: exp.Expression) -> exp.Expressio
     be a camelCase/snake_case pair (or a repeated key) that only the whole request shows,
     so such rows take the full checks. A system instruction in the tail alone is judged
     with the tail (our own compiled requests put it after generationConfig: keys sorted).
-    A quoted key cannot occur inside a JSON string, where quotes are escaped."""
-    head = _fn("left", raw, exp.Sub(this=_fn("strlen", raw.copy()), expression=_fn("strlen", tail.copy())))
-    names = spec.REQUEST.get("systemInstruction").aliases
+    A quoted key cannot occur inside a JSON string, where quotes are escaped, nor straddle
+    the head and the tail (the tail starts with ',' or '}'). The head names a key when the
+    text before its first occurrence is shorter than the head, in bytes: DuckDB's LEFT
+    counts characters, so a head cut by LEFT(raw, bytes) took part of the tail along with
+    every non-ASCII prompt (and sent such rows, all of them in Japanese, to the full checks)."""
+    names = [json.dumps(a) for a in spec.REQUEST.get("systemInstruction").aliases]
+    head_bytes = exp.Sub(this=_fn("strlen", raw.copy()), expression=_fn("strlen", tail.copy()))
 
-    def names_one(text: exp.Expression) -> exp.Expression:
-        return exp.or_(*[_fn("contains", text.copy(), _lit(json.dumps(a))) for a in names])
+    def in_head(key: str) -> exp.Expression:
+        before = _fn("strlen", _fn("split_part", raw.copy(), _lit(key), exp.Literal.number(1)))
+        return _and(_fn("contains", raw.copy(), _lit(key)), exp.LT(this=before, expression=head_bytes.copy()))
 
-    return _and(names_one(head), names_one(tail))
+    in_tail = exp.or_(*[_fn("contains", tail.copy(), _lit(k)) for k in names])
+    return _and(exp.or_(*[in_head(k) for k in names]), in_tail)
 
 
 def synthesized_request(tail: exp.Expression) -> exp.Expression:

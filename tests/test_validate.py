@@ -370,6 +370,8 @@ MUTATION_BASES = [
     # what gemini_request compiles to (keys sorted): the system instruction ends the tail
     '{"contents":[{"parts":[{"text":"Summarize: it \\"works\\""}],"role":"user"}],"generationConfig":{"temperature":0.2},'
     '"systemInstruction":{"parts":[{"text":"Be brief."}],"role":"system"}}',
+    '{"contents":[{"parts":[{"text":"要約して 😀"}],"role":"user"}],"generationConfig":{"topK":3},'
+    '"systemInstruction":{"parts":[{"text":"簡潔に。"}]}}',
     json.dumps({"system_instruction": {"parts": [{"text": "Be brief."}]}, "contents": [TEXT], "generation_config": {
         "temperature": 0.5, "max_output_tokens": 100, "presence_penalty": -1.5, "top_p": 1.0, "response_logprobs": False,
         "thinking_config": {"thinking_budget": 12}}}, separators=(",", ":")),
@@ -524,9 +526,12 @@ def test_compiled_requests_with_a_system_instruction_need_no_full_checks(adapter
     whatever their texts, are vouched for by pattern, and the full checks do not run."""
     from bqbatch_sql import validate_duckdb as vd
 
-    rows = [json.dumps({"contents": [{"parts": [{"text": f"review {i}"}], "role": "user"}],
+    # Non-ASCII prompts too (the seeds' are Japanese): the head is cut in bytes, not characters.
+    prompts = ["review {i}", "このレビューを要約してください: {i}", "émoji 😀 — {i}"]
+    rows = [json.dumps({"contents": [{"parts": [{"text": prompts[i % 3].format(i=i)}], "role": "user"}],
                         "generationConfig": {"temperature": i / 100},
-                        "systemInstruction": {"parts": [{"text": f"Be brief, {i}."}]}}, separators=(",", ":"))
+                        "systemInstruction": {"parts": [{"text": f"簡潔に, {i}."}]}}, separators=(",", ":"),
+                       ensure_ascii=False)
             for i in range(100)]
     con = adapter.cursor()
     try:
@@ -547,13 +552,15 @@ def test_system_instruction_after_other_members_is_judged_like_the_full_checks()
                '"system_instruction":{"parts":[{"text":"b"}]}}',
         head + ',"generationConfig":{"temperature":0.2},"systemInstruction":{"parts":[{"text":""}]}}',
     ]
+    # the same split behind a long non-ASCII prompt: still refused
+    requests.append(requests[1].replace('"hi"', '"' + "要約" * 40 + '"'))
     adapter = DuckDBAdapter()
-    adapter.execute("CREATE TABLE t AS SELECT * FROM (VALUES (1, ?::JSON), (2, ?::JSON), (3, ?::JSON)) v(id, request)",
-                    requests)
+    adapter.execute("CREATE TABLE t AS SELECT * FROM (VALUES (1, ?::JSON), (2, ?::JSON), (3, ?::JSON), (4, ?::JSON)) "
+                    "v(id, request)", requests)
     report = validate_relation(adapter, Relation(None, "main", "t"), model="m", path="p", key_columns=["id"])
     status = request_status_sql(exp.column("request", quoted=True), "duckdb").sql("duckdb")
     full = dict(adapter.fetchall(f"SELECT id, {status} FROM t"))
-    assert full[1] is None and full[2] and full[3]  # what the full checks say, row by row
-    assert sorted(s.keys["id"] for s in report.samples) == [2, 3]
+    assert full[1] is None and full[2] and full[3] and full[4]  # what the full checks say, row by row
+    assert sorted(s.keys["id"] for s in report.samples) == [2, 3, 4]
     for sample in report.samples:
         assert sample.message in json.loads(full[sample.keys["id"]].removeprefix("Bad Request: "))["error"]["message"]
