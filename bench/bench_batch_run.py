@@ -49,13 +49,14 @@ READ_SQL = ("select count(*), sum(length(text)), count(finish_reason), sum(promp
             "from summaries__parsed")
 
 
-def write_project(root: Path, rows: int) -> None:
+def write_project(root: Path, rows: int, model: str = MODEL) -> None:
+    """A project of one seed, `reviews` (rows of id, category, body), and one model, `summaries`."""
     import duckdb
 
     (root / "models").mkdir(parents=True)
     (root / "seeds").mkdir()
     (root / "bqbatch_project.yml").write_text("name: bench\n")
-    (root / "models" / "summaries.sql").write_text(MODEL)
+    (root / "models" / "summaries.sql").write_text(model)
     duckdb.sql(
         f"copy (select i as id, ['kettle','toaster','blender'][1 + i % 3] as category, "
         f"'Review ' || i || ': it \"works\" — mostly. 😀 ' || repeat('x', i % 50) as body "
