@@ -93,7 +93,14 @@ def decimal_precision(node: exp.DataType, ctx: Ctx) -> exp.Expression | None:
 
 
 _NUMBER_AS_TEXT = r"(\.[0-9]*[1-9])0+$|\.0+$"
-_INT64_TEXT = r"\s*[+-]?(0[xX][0-9a-fA-F]+|[0-9]+)\s*"
+# STRING -> INT64 in BigQuery: a whole number in decimal or 0x hex, signed, with ASCII
+# whitespace around it ('0x123' is 291, '-0x123' is -291); anything else is 'Bad int64
+# value'. DuckDB's VARCHAR -> BIGINT takes more ('1.5' -> 2, '1_000', '0b11', '1e3')
+# and less: no sign before 0x, no whitespace around 0x (' 0x1F ' and '-0x1F' -> NULL).
+_SPACE = r"[\t\n\v\f\r ]*"
+_DECIMAL_TEXT = rf"{_SPACE}[+-]?[0-9]+{_SPACE}"
+_HEX_TEXT = rf"{_SPACE}[+-]?0[xX][0-9a-fA-F]+{_SPACE}"
+_INT64_TEXT = rf"{_SPACE}[+-]?(0[xX][0-9a-fA-F]+|[0-9]+){_SPACE}"
 
 
 def cast_to_string(node: exp.Cast, ctx: Ctx) -> exp.Expression | None:
@@ -119,7 +126,7 @@ def cast_to_string(node: exp.Cast, ctx: Ctx) -> exp.Expression | None:
 def cast_to_int64(node: exp.Cast, ctx: Ctx) -> exp.Expression | None:
     # CAST(2.5 AS INT64) is 3 in BigQuery (half away from zero), 2 in DuckDB (half to
     # even); CAST('1.5' AS INT64) is an error in BigQuery ('Bad int64 value'), 2 in
-    # DuckDB; SAFE_CAST gives NULL for it in BigQuery.
+    # DuckDB; SAFE_CAST gives NULL for it in BigQuery. Text: see _INT64_TEXT.
     if cast_target(node) != exp.DType.BIGINT:
         return None
     value = node.this
@@ -129,35 +136,58 @@ def cast_to_int64(node: exp.Cast, ctx: Ctx) -> exp.Expression | None:
     safe = isinstance(node, exp.TryCast) or bool(node.args.get("safe"))
     if isinstance(value, exp.Literal) and value.is_string:
         return _int64_from_literal(node, value.this, safe, ctx)
-    cast_cls = exp.TryCast if safe else exp.Cast
-    bigint = dtype("BIGINT")
-
-    def rounded() -> exp.Expression:
-        as_double = clone(value) if kind == "float" else exp.Cast(this=clone(value), to=dtype("DOUBLE"))
-        return cast_cls(this=exp.Round(this=as_double), to=clone(bigint))
-
-    def bad_text() -> exp.Expression:
-        text = exp.Cast(this=clone(value), to=dtype("VARCHAR"))
-        return exp.Not(this=fn("regexp_full_match", text, lit(_INT64_TEXT)))
-
-    failure = exp.Null() if safe else fn(
-        "error", exp.DPipe(this=lit("Bad int64 value: "), expression=exp.Cast(this=clone(value), to=dtype("VARCHAR")))
-    )
-    plain = cast_cls(this=clone(value), to=clone(bigint))
     if kind == "float":
-        return set_kind(rounded(), "int")
+        return set_kind(_rounded_int64(value, kind, safe), "int")
     if kind == "string":
-        return set_kind(case([(bad_text(), failure)], plain), "int")
+        return set_kind(_int64_from_text(value, safe), "int")
     return set_kind(
         case(
             [
-                (typeof_in(value, "DOUBLE", "FLOAT"), rounded()),
-                (_and(typeof_in(value, "VARCHAR"), bad_text()), failure),
+                (typeof_in(value, "DOUBLE", "FLOAT"), _rounded_int64(value, kind, safe)),
+                (typeof_in(value, "VARCHAR"), _int64_from_text(exp.Cast(this=clone(value), to=dtype("VARCHAR")), safe)),
             ],
-            plain,
+            (exp.TryCast if safe else exp.Cast)(this=clone(value), to=dtype("BIGINT")),
         ),
         "int",
     )
+
+
+def _rounded_int64(value: exp.Expression, kind: str | None, safe: bool) -> exp.Expression:
+    as_double = clone(value) if kind == "float" else exp.Cast(this=clone(value), to=dtype("DOUBLE"))
+    return (exp.TryCast if safe else exp.Cast)(this=exp.Round(this=as_double), to=dtype("BIGINT"))
+
+
+def _int64_from_text(text: exp.Expression, safe: bool) -> exp.Expression:
+    # CASE WHEN <decimal> THEN TRY_CAST(text) WHEN <hex> THEN sign * hex digits END: the
+    # text is first read in the first WHEN, which DuckDB's common-subexpression pass
+    # lifts below the CASE, so an operand like JSON_VALUE(x, '$.a') is parsed once per
+    # row (EXPLAIN shows one `x ->> '$.a'`; binding it in a lambda instead was slower:
+    # 1M 1.5 KB documents, 1 thread, 1.30 s against 1.23 s, one parse alone 0.92 s).
+    # The whole rule costs what a bare TRY_CAST does there: 1M 350-byte documents,
+    # median of 3, 0.37 s against 0.36 s.
+    # Hex goes through HUGEINT, which holds 0x8000000000000000 for '-0x8000000000000000'
+    # (INT64's minimum); leading zeros are dropped so that HUGEINT's 32 digits suffice.
+    def failure() -> exp.Expression:
+        if safe:
+            return exp.Null()
+        message = exp.DPipe(this=lit("Bad int64 value: "), expression=clone(text))
+        return fn("error", message)
+
+    def checked(number: exp.Expression) -> exp.Expression:
+        # Out of INT64's range is 'Bad int64 value' too (DuckDB: 'Could not convert').
+        as_int = exp.TryCast(this=number, to=dtype("BIGINT"))
+        return as_int if safe else exp.Coalesce(this=as_int, expressions=[failure()])
+
+    digits = fn("regexp_extract", clone(text), lit("0[xX]0*([0-9a-fA-F]+)"), exp.Literal.number(1))
+    magnitude = exp.TryCast(this=exp.DPipe(this=lit("0x"), expression=digits), to=exp.DataType(this=exp.DType.INT128))
+    sign = case([(fn("contains", clone(text), lit("-")), exp.Literal.number(-1))], exp.Literal.number(1))
+    ifs = [
+        (fn("regexp_full_match", clone(text), lit(_DECIMAL_TEXT)), checked(clone(text))),
+        (fn("regexp_full_match", clone(text), lit(_HEX_TEXT)), checked(exp.Mul(this=magnitude, expression=sign))),
+    ]
+    if not safe:
+        ifs.append((exp.Not(this=exp.Is(this=clone(text), expression=exp.Null())), failure()))
+    return case(ifs, None)
 
 
 def _int64_from_literal(node: exp.Cast, text: str, safe: bool, ctx: Ctx) -> exp.Expression:
@@ -165,9 +195,9 @@ def _int64_from_literal(node: exp.Cast, text: str, safe: bool, ctx: Ctx) -> exp.
     m = re.fullmatch(_INT64_TEXT, text)
     value = None
     if m:
-        digits = text.strip().lstrip("+-")
+        digits = text.strip("\t\n\v\f\r ").lstrip("+-")
         value = int(digits, 16 if digits[:2].lower() == "0x" else 10)
-        value = -value if text.strip().startswith("-") else value
+        value = -value if text.strip("\t\n\v\f\r ").startswith("-") else value
     if value is None or not -(2**63) <= value < 2**63:
         if safe:
             return exp.Cast(this=exp.Null(), to=dtype("BIGINT"))
