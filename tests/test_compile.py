@@ -112,7 +112,9 @@ def duck():
 def test_fixture_set_covers_the_known_traps():
     names = {c.name for c in CASES}
     for required in ("format_printf", "json_subscript_parse_json", "safe_prefix", "json_value",
-                     "unnest_json_query_array", "to_json_string", "json_type", "countif_empty"):
+                     "unnest_json_query_array", "to_json_string", "json_type", "countif_empty",
+                     "safe_cast_int64_text", "cast_string_to_int64_hex", "json_query_array_non_array",
+                     "json_value_array_non_array", "json_query_array_malformed"):
         assert required in names
     assert len(CASES) >= 40
 
