@@ -84,12 +84,18 @@ class Reporter:
 
 
 class JobProgress:
-    """Progress of one batch job: a live bar on a terminal, a line per change elsewhere."""
+    """Progress of one batch job: a live bar on a terminal; elsewhere a line per change of
+    state, and for counts at most one line every PLAIN_EVERY_SECONDS (a log stays short
+    however often the job is polled)."""
+
+    PLAIN_EVERY_SECONDS = 2.0
+    clock = staticmethod(time.monotonic)
 
     def __init__(self, reporter: Reporter, model: str):
         self.reporter = reporter
         self.model = model
         self._last: tuple | None = None
+        self._printed_at = float("-inf")
         self._progress = None
         self._task = None
         if reporter.interactive:
@@ -106,10 +112,12 @@ class JobProgress:
         key = (state, done, total)
         if key == self._last:
             return
+        state_changed = self._last is None or self._last[0] != state
         self._last = key
         if self._progress is not None:
             self._progress.update(self._task, description=f"{self.model} {state}", completed=done, total=total)
-        else:
+        elif state_changed or self.clock() - self._printed_at >= self.PLAIN_EVERY_SECONDS:
+            self._printed_at = self.clock()
             of = f"{done:,}/{total:,} rows" if total else f"{done:,} rows"
             self.reporter.plain(f"    {self.model}: {state} {of}" + (f" ({failed:,} failed)" if failed else ""))
 
