@@ -22,9 +22,14 @@ OUTPUT_COLUMNS = ("response", "status", "processed_time")
 REFUSED_MARK = '"code": 400'
 
 
-def fragment(template: str, **nodes: exp.Expression) -> exp.Expression:
-    """Parse a fixed BigQuery template and put the given trees where its placeholder columns stand."""
-    tree = sqlglot.parse_one(template, read="bigquery")
+def fragment(template: str, *, read: str = "bigquery", **nodes: exp.Expression) -> exp.Expression:
+    """Parse a fixed template (BigQuery SQL unless `read` says otherwise) and put the given
+    trees where its placeholder columns stand.
+
+    Templates hold only program-owned text; every identifier and value from the user
+    arrives as a sqlglot node, so sqlglot does all quoting and escaping.
+    """
+    tree = sqlglot.parse_one(template, read=read)
 
     def swap(node: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.Column) and not node.table and node.name in nodes:

@@ -14,8 +14,9 @@ import json
 import math
 from typing import Any
 
-import sqlglot
 from sqlglot import exp
+
+from bqbatch_sql.rowsql import fragment
 
 EMULATED_TAG = "[bqbatch local predictor: emulated response]"
 
@@ -357,19 +358,8 @@ ECHO_CHARS = 80
 
 
 def sql_fragment(template: str, **nodes: exp.Expression) -> exp.Expression:
-    """Parse a fixed DuckDB SQL template and put the given trees where its placeholder columns stand.
-
-    Templates hold only program-owned text; every identifier and value from the user
-    arrives as a sqlglot node, so sqlglot does all quoting and escaping.
-    """
-    tree = sqlglot.parse_one(template, read="duckdb")
-
-    def swap(node: exp.Expression) -> exp.Expression:
-        if isinstance(node, exp.Column) and not node.table and node.name in nodes:
-            return nodes[node.name].copy()
-        return node
-
-    return tree.transform(swap)
+    """`rowsql.fragment` for a DuckDB template: these expressions run in DuckDB as written."""
+    return fragment(template, read="duckdb", **nodes)
 
 
 def default_text_sql(prompt: exp.Expression, tag: exp.Expression) -> exp.Expression:
