@@ -110,8 +110,7 @@ class Ledger:
                cost_usd: float | None = None) -> None:
         self._ensure()
         placeholders = ", ".join("?" for _ in _COLUMNS)
-        names = ", ".join(exp.to_identifier(n, quoted=True).sql("bigquery") for n, _ in _COLUMNS)
-        sql = f"INSERT INTO {self.relation.sql('bigquery')} ({names}) VALUES ({placeholders})"
+        sql = f"INSERT INTO {self.relation.sql('bigquery')} ({_column_list()}) VALUES ({placeholders})"
         self.adapter.execute(self._sql(sql), [
             model_unique_id, fingerprint, data_checksum, backend, job.name, job.state.value, job.total,
             job.succeeded, job.failed, job.incomplete, str(source), str(destination),
@@ -122,42 +121,39 @@ class Ledger:
     def latest(self, model_unique_id: str, fingerprint: str | None = None) -> LedgerEntry | None:
         """The newest entry of the model (and fingerprint, when given)."""
         self._ensure()
-        names = ", ".join(exp.to_identifier(n, quoted=True).sql("bigquery") for n, _ in _COLUMNS)
         where = "`model_unique_id` = ?" + (" AND `fingerprint` = ?" if fingerprint else "")
         params = [model_unique_id] + ([fingerprint] if fingerprint else [])
-        sql = f"SELECT {names} FROM {self.relation.sql('bigquery')} WHERE {where} ORDER BY `recorded_at` DESC LIMIT 1"
+        sql = f"SELECT {_column_list()} FROM {self.relation.sql('bigquery')} WHERE {where} ORDER BY `recorded_at` DESC LIMIT 1"
         rows = self.adapter.fetchall(self._sql(sql), params)
         if not rows:
             return None
-        values = dict(zip([n for n, _ in _COLUMNS], rows[0]))
-        values["state"] = JobState(values["state"])
-        return LedgerEntry(**values)
+        return _entry(rows[0])
 
     def group(self, model_unique_id: str, group_id: str) -> list[LedgerEntry]:
         """The newest entry of each shard of a sharded submission, by shard index."""
         self._ensure()
-        names = ", ".join(exp.to_identifier(n, quoted=True).sql("bigquery") for n, _ in _COLUMNS)
-        sql = (f"SELECT {names} FROM {self.relation.sql('bigquery')} "
+        sql = (f"SELECT {_column_list()} FROM {self.relation.sql('bigquery')} "
                f"WHERE `model_unique_id` = ? AND `group_id` = ? AND `shard` IS NOT NULL "
                f"QUALIFY ROW_NUMBER() OVER (PARTITION BY `shard` ORDER BY `recorded_at` DESC) = 1 ORDER BY `shard`")
-        out = []
-        for row in self.adapter.fetchall(self._sql(sql), [model_unique_id, group_id]):
-            values = dict(zip([n for n, _ in _COLUMNS], row))
-            values["state"] = JobState(values["state"])
-            out.append(LedgerEntry(**values))
-        return out
+        return [_entry(row) for row in self.adapter.fetchall(self._sql(sql), [model_unique_id, group_id])]
 
     def all_latest(self) -> list[LedgerEntry]:
         """The newest entry of every model, for `bqbatch status`."""
         self._ensure()
-        names = ", ".join(exp.to_identifier(n, quoted=True).sql("bigquery") for n, _ in _COLUMNS)
         # BigQuery accepts QUALIFY only next to WHERE, GROUP BY or HAVING.
-        sql = (f"SELECT {names} FROM {self.relation.sql('bigquery')} WHERE TRUE "
+        sql = (f"SELECT {_column_list()} FROM {self.relation.sql('bigquery')} WHERE TRUE "
                f"QUALIFY ROW_NUMBER() OVER (PARTITION BY `model_unique_id` ORDER BY `recorded_at` DESC) = 1 "
                f"ORDER BY `model_unique_id`")
-        out = []
-        for row in self.adapter.fetchall(self._sql(sql)):
-            values = dict(zip([n for n, _ in _COLUMNS], row))
-            values["state"] = JobState(values["state"])
-            out.append(LedgerEntry(**values))
-        return out
+        return [_entry(row) for row in self.adapter.fetchall(self._sql(sql))]
+
+
+def _column_list() -> str:
+    """The ledger's columns, quoted, in table order (BigQuery SQL; rendered per warehouse by `_sql`)."""
+    return ", ".join(exp.to_identifier(n, quoted=True).sql("bigquery") for n, _ in _COLUMNS)
+
+
+def _entry(row: tuple) -> LedgerEntry:
+    """A ledger row, read in `_column_list` order, as an entry."""
+    values = dict(zip([n for n, _ in _COLUMNS], row))
+    values["state"] = JobState(values["state"])
+    return LedgerEntry(**values)
