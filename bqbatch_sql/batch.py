@@ -126,7 +126,8 @@ def run_batch_prediction(runner: "Runner", compiled: CompiledModel, result: "Nod
         source = basis
         cost.guard(ctx, model, basis, adapter.row_count(basis), output if delta is not None else None)
         if cfg.on_invalid in ("fail", "skip"):
-            report = validate_relation(adapter, basis, model=model.name, path=model.path, key_columns=cfg.key_columns)
+            report = validate_relation(adapter, basis, model=model.name, path=model.path, key_columns=cfg.key_columns,
+                                       template=_template(adapter, compiled))
             if report.invalid and cfg.on_invalid == "fail":
                 raise RequestTableError(
                     f"Model '{model.name}' ({model.path}): {report.invalid:,} of {report.total:,} requests are invalid; "
@@ -210,6 +211,15 @@ def run_batch_prediction(runner: "Runner", compiled: CompiledModel, result: "Nod
     result.batch = {**_summary(adapter, output, job.name, job.state, reused=False, tokens=False), **spent.fields(),
                     "submitted_rows": expected, "kind": kind, **({"jobs": group.count} if group else {})}
     _parsed_view(runner, compiled, requests)
+
+
+def _template(adapter, compiled: CompiledModel):
+    """The shape the model's SQL gives its requests, on DuckDB (a hint for validation)."""
+    if adapter.dialect != "duckdb":
+        return None
+    from bqbatch_sql.request_template import template_of
+
+    return template_of(compiled.query, adapter.cursor())
 
 
 def _spec(ctx, compiled: CompiledModel, fp: str, source: Relation, destination: Relation,

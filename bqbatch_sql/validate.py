@@ -26,6 +26,7 @@ from bqbatch_sql.errors import RequestTableError, WarehouseError
 from bqbatch_sql.nodes import Column, Relation
 from bqbatch_sql.request_sql import make_ops, message_sql, problem_sql, status_sql
 from bqbatch_sql.request_sql_ops import _case, _not_null
+from bqbatch_sql.request_template import RequestTemplate
 
 REQUEST_COLUMN = "request"
 # Vertex writes these into the output table next to the pass-through columns.
@@ -172,19 +173,21 @@ def validate_relation(
     key_columns: list[str] | None = None,
     sample_size: int = 10,
     max_requests: int | None = spec.MAX_REQUESTS_PER_JOB,
+    template: RequestTemplate | None = None,
 ) -> ValidationReport:
     """Check every row of a request table in the warehouse: counts per kind of problem
     and the first offending rows with their key columns.
 
     max_requests: the per-job limit the report warns about (Vertex's 200,000); None
-    for predictors without one."""
+    for predictors without one. template (DuckDB): the shape the model's SQL gives
+    most rows (`request_template`), a hint that spares most of the work on them."""
     passthrough = check_request_table(adapter, relation, model=model, path=path)
     columns = {c.name.lower(): c for c in adapter.columns(relation)}
     request_col = columns[REQUEST_COLUMN]
     request_type = _type_name(request_col)
     keys = _key_columns(key_columns, passthrough, relation, model, path)
     if adapter.dialect == "duckdb":
-        total, counts, samples = _duckdb_report(adapter, relation, request_col.name, keys, sample_size)
+        total, counts, samples = _duckdb_report(adapter, relation, request_col.name, keys, sample_size, template)
         return ValidationReport(model, path, str(relation), total, sum(counts.values()), counts, samples, max_requests)
 
     dialect = adapter.dialect
@@ -230,14 +233,14 @@ def _by_frequency(counts: dict[str, int]) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def _duckdb_report(adapter: Any, relation: Relation, request: str, keys: list[str], sample_size: int
-                   ) -> tuple[int, dict[str, int], list[Sample]]:
+def _duckdb_report(adapter: Any, relation: Relation, request: str, keys: list[str], sample_size: int,
+                   template: RequestTemplate | None = None) -> tuple[int, dict[str, int], list[Sample]]:
     """The fast path and the full checks (`validate_duckdb`), then counts per kind and the
     first offending rows, whose key columns are read by row id."""
     from bqbatch_sql import validate_duckdb as vd
 
     with _duckdb_session(adapter, relation) as (con, is_view):
-        source, classified = vd.run(con, relation, request, is_view=is_view)
+        source, classified = vd.run(con, relation, request, is_view=is_view, template=template)
         counts = _by_frequency({code: int(n) for code, n in con.execute(vd.counts_sql()).fetchall()})
         first = con.execute(vd.first_bad_sql(max(sample_size, 1))).fetchall() if counts and sample_size > 0 else []
         shown: dict[int, dict[str, Any]] = {}
@@ -261,7 +264,8 @@ class StatusCounts:
 
 
 def materialize_statuses(adapter: Any, relation: Relation, target: Relation, *, request_type: str | None = None,
-                         keep_columns: bool = False, status_column: str = "status") -> StatusCounts:
+                         keep_columns: bool = False, status_column: str = "status",
+                         template: RequestTemplate | None = None) -> StatusCounts:
     """Create `target` with every row's Vertex-style status (NULL when the request is valid).
 
     keep_columns=False (DuckDB): `rid` (the row's rowid in `relation`) and the status (in
@@ -273,7 +277,8 @@ def materialize_statuses(adapter: Any, relation: Relation, target: Relation, *, 
 
     `adapter` is a warehouse adapter, or a DuckDB connection (the local predictor's
     own). On DuckDB the fast path vouches for most rows; the full checks run on the
-    rest only. request_type ("JSON"/"STRING") matters on BigQuery only.
+    rest only. request_type ("JSON"/"STRING") matters on BigQuery only; template as for
+    validate_relation.
     """
     dialect = getattr(adapter, "dialect", "duckdb")
     if dialect != "duckdb":
@@ -290,7 +295,7 @@ def materialize_statuses(adapter: Any, relation: Relation, target: Relation, *, 
 
     with _duckdb_session(adapter, relation) as (con, is_view):
         request = _request_column(con, relation)
-        source, classified = vd.run(con, relation, request, is_view=is_view)
+        source, classified = vd.run(con, relation, request, is_view=is_view, template=template)
         statuses = target if not keep_columns else Relation("temp", "main", "__bqbatch_v_statuses")
         for sql in vd.write_statuses_sql(source, statuses, "status" if keep_columns else status_column):
             con.execute(sql)

@@ -27,6 +27,7 @@ from sqlglot import exp
 from bqbatch_sql import request_fast as fast
 from bqbatch_sql import request_spec as spec
 from bqbatch_sql.nodes import Relation
+from bqbatch_sql.request_template import RequestTemplate
 from bqbatch_sql.request_sql import message_sql, request_problem, status_sql
 from bqbatch_sql.request_sql_ops import _and, _case, _lit, _not, _not_null
 
@@ -59,16 +60,24 @@ class Classified:
     to_check: int  # requests the full checks ran on: those rows and one per distinct tail (not a bare '}')
 
 
-def classify_sql(source: Relation, request: str) -> exp.Create:
-    """Statement 1: every row's head matched or not, rows grouped by their tail."""
+def classify_sql(source: Relation, request: str, fitted: tuple[RequestTemplate, str] | None = None) -> exp.Create:
+    """Statement 1: every row's head matched or not, rows grouped by their tail.
+
+    fitted: a template of the rows and the tail its instance has (`fitted_tail`): a row
+    the template fits takes that tail, sound, without the regular expressions (the
+    CASEs make DuckDB run them on the other rows only)."""
     raw = exp.cast(_col(request), exp.DataType.build("VARCHAR"))
-    rows = exp.select(exp.column("rowid").as_("rid"), raw.as_("raw")).from_(source.table())
-    cut = exp.select("rid", "raw", fast.tail_sql(exp.column("raw")).as_("tail")).from_(rows.subquery("r"))
-    ok = _and(fast.head_ok_sql(exp.column("raw"), exp.column("tail")),
-              _not(fast.system_split_sql(exp.column("raw"), exp.column("tail"))))
-    judged = exp.select("rid", ok.as_("ok"), "tail").from_(cut.subquery("c"))
+    rows = exp.select(exp.column("rid"), exp.column("raw"), _fits(fitted).as_("fits")).from_(
+        exp.select(exp.column("rowid").as_("rid"), raw.as_("raw")).from_(source.table()).subquery("s"))
+    fits = exp.column("fits")
+    cut = exp.select("rid", "raw", "fits", _case([(fits, exp.Null())], fast.tail_sql(exp.column("raw"))).as_("tail")
+                     ).from_(rows.subquery("r"))
+    head_ok = _and(fast.head_ok_sql(exp.column("raw"), exp.column("tail")),
+                   _not(fast.system_split_sql(exp.column("raw"), exp.column("tail"))))
+    judged = exp.select("rid", "fits", _case([(fits, exp.true())], head_ok).as_("ok"), "tail").from_(cut.subquery("c"))
     # the tail to group by; NULL for the rows whose head did not match
-    tail = _case([(exp.column("ok"), fast.canonical_tail_sql(exp.column("tail")))])
+    tail = _case([(fits, _lit(fitted[1]) if fitted else exp.Null()),
+                  (exp.column("ok"), fast.canonical_tail_sql(exp.column("tail")))])
     classified = exp.select("rid", "ok", tail.as_("tail")).from_(judged.subquery("j"))
     # Row ids are kept for the rows a problem may have to be spread onto: not those of a
     # sound head with nothing after it (most rows; a million ids cost ~0.2 s to gather).
@@ -80,6 +89,28 @@ def classify_sql(source: Relation, request: str) -> exp.Create:
     numbered = exp.select(exp.Window(this=exp.RowNumber()).as_("gid"), groupable.as_("ok"), "tail", "n", "rids").from_(
         grouped.subquery("g"))
     return _create(GROUPS, numbered)
+
+
+def _fits(fitted: tuple[RequestTemplate, str] | None) -> exp.Expression:
+    if fitted is None:
+        return exp.false()
+    return exp.Coalesce(this=fitted[0].fits_sql(exp.column("raw")), expressions=[exp.false()])
+
+
+def fitted_tail(con: Any, template: RequestTemplate) -> str | None:
+    """The tail rows fitting `template` are grouped by: its instance's, as statement 1
+    would find it; None when the instance's head does not pass, or when the varying
+    text lies in that tail (the tail would then differ from row to row)."""
+    raw = exp.column("raw")
+    tail = exp.column("tail")
+    ok = _and(fast.head_ok_sql(raw, tail), _not(fast.system_split_sql(raw, tail)))
+    query = exp.select(ok.as_("ok"), fast.canonical_tail_sql(tail).as_("t")).from_(
+        exp.select("raw", fast.tail_sql(raw).as_("tail")).from_(
+            exp.select(exp.cast(exp.Placeholder(this="1"), exp.DataType.build("VARCHAR")).as_("raw")).subquery("i")).subquery("c"))
+    ok_, canonical = con.execute(query.sql("duckdb"), [template.instance()]).fetchone()
+    if not ok_ or template.varying_text_in(canonical):
+        return None
+    return canonical
 
 
 def check_sql(source: Relation, request: str) -> exp.Create:
@@ -122,13 +153,18 @@ def _bad_rows() -> exp.Select:
     return exp.union(own, spread, distinct=False)
 
 
-def run(con: Any, source: Relation, request: str, *, is_view: bool = False) -> tuple[Relation, Classified]:
+def run(con: Any, source: Relation, request: str, *, is_view: bool = False,
+        template: RequestTemplate | None = None) -> tuple[Relation, Classified]:
     """Statements 1 and 2 on `con` (a DuckDB connection). Returns the relation the
-    row ids refer to (the source, or its snapshot when it is a view)."""
+    row ids refer to (the source, or its snapshot when it is a view).
+
+    template: the shape most rows are expected to have (`request_template`), a hint
+    only: rows it does not fit are judged as if there were none."""
     if is_view:  # a view has no rowid: read it once into a snapshot
         con.execute(_create(SOURCE, exp.select("*").from_(source.table())).sql("duckdb"))
         source = Relation("temp", "main", SOURCE)
-    con.execute(classify_sql(source, request).sql("duckdb"))
+    tail = fitted_tail(con, template) if template is not None else None
+    con.execute(classify_sql(source, request, (template, tail) if tail is not None else None).sql("duckdb"))
     con.execute(check_sql(source, request).sql("duckdb"))
     classified, schema = survey(con)
     con.execute(found_for(classified, schema))
