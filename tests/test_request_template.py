@@ -38,16 +38,24 @@ def model(prompt: str = PROMPT, system: str = SYSTEM, config: str = '{"temperatu
 
 def test_a_prompt_from_data_gives_a_template(adapter):
     t = template(adapter, model())
-    assert t == RequestTemplate(
+    assert t == RequestTemplate((
         '{"contents":[{"parts":[{"text":',
-        '}],"role":"user"}],"generationConfig":{"temperature":0.2},"systemInstruction":{"parts":[{"text":"簡潔に。"}]}}')
-    # the system text may be the varying one instead
-    assert template(adapter, model(prompt="'Summarize.'", system="persona")).prefix.endswith(
+        '}],"role":"user"}],"generationConfig":{"temperature":0.2},"systemInstruction":{"parts":[{"text":"簡潔に。"}]}}'))
+    # the system text may be the varying one instead, or as well
+    assert template(adapter, model(prompt="'Summarize.'", system="persona")).pieces[0].endswith(
         '"systemInstruction":{"parts":[{"text":')
+    assert template(adapter, model(system="persona")).pieces[1] == '}],"role":"user"}],"generationConfig":{"temperature":0.2},"systemInstruction":{"parts":[{"text":'
+
+
+def test_texts_of_several_turns_give_a_template(adapter):
+    turns = ("SELECT JSON_OBJECT('contents', JSON_ARRAY(JSON_OBJECT('role', 'user', 'parts', JSON_ARRAY(JSON_OBJECT("
+             "'text', q))), JSON_OBJECT('role', 'model', 'parts', JSON_ARRAY(JSON_OBJECT('text', a))), JSON_OBJECT("
+             "'role', 'user', 'parts', JSON_ARRAY(JSON_OBJECT('text', 'And then?'), JSON_OBJECT('text', f))))) AS request "
+             "FROM t")
+    assert len(template(adapter, turns).pieces) == 4
 
 
 @pytest.mark.parametrize("sql", [
-    model(system="persona"),  # two varying texts
     model(prompt="'x'", system="'y'"),  # none
     model(config="{}").replace("'role', 'user'", "'role', speaker"),  # a role from data: its value matters
     model().replace("JSON('{\"temperature\":0.2}')", "JSON_OBJECT('temperature', t)").replace(PROMPT, "'x'"),
@@ -57,7 +65,8 @@ def test_a_prompt_from_data_gives_a_template(adapter):
     "SELECT id, JSON_OBJECT(k, 'x') AS request FROM reviews",  # a key from data
     "SELECT 1 AS id, JSON_OBJECT('contents', 'x') AS request UNION ALL SELECT 2, JSON_OBJECT('contents', 'y')",
     "SELECT id FROM reviews",
-], ids=["two-texts", "constant", "role", "config", "labels", "parse-json", "key", "union", "no-request"])
+    model(system="persona").replace("'role', 'user'", "'role', 'user', 'x', a, 'y', b, 'z', c"),  # too many
+], ids=["constant", "role", "config", "labels", "parse-json", "key", "union", "no-request", "many"])
 def test_other_requests_have_no_template(adapter, sql):
     assert template(adapter, sql) is None
 
@@ -70,7 +79,7 @@ def fits(adapter, t: RequestTemplate, texts: list[str]) -> list[bool]:
 
 def test_fits_only_the_template_around_one_nonempty_string(adapter):
     t = template(adapter, model())
-    around = lambda middle: t.prefix + middle + t.suffix  # noqa: E731
+    around = lambda middle: t.pieces[0] + middle + t.pieces[1]  # noqa: E731
     cases = {
         around('"avis 😀 👩‍👩‍👧 — très \\"bien\\""'): True,  # non-ASCII, a ZWJ sequence, escaped quotes
         around('"ends with a backslash \\\\"'): True,
@@ -84,7 +93,7 @@ def test_fits_only_the_template_around_one_nonempty_string(adapter):
         around('"raw\ncontrol"'): False,  # a raw newline is not JSON
         around('"\\ud800"'): False,  # a lone surrogate
         around('"x"') + " ": False,
-        t.prefix.replace("parts", "PARTS") + '"x"' + t.suffix: False,
+        t.pieces[0].replace("parts", "PARTS") + '"x"' + t.pieces[1]: False,
     }
     assert fits(adapter, t, list(cases)) == list(cases.values())
 
@@ -95,6 +104,7 @@ BASES = [
     model(config='{"responseMimeType":"application/json","responseSchema":{"type":"OBJECT","properties":'
                  '{"label":{"type":"STRING","enum":["a","b"]}}},"temperature":0}'),
     model(prompt="'Summarize.'", system="persona"),
+    model(system="persona"),
 ]
 
 
@@ -104,7 +114,7 @@ def test_statuses_with_a_template_equal_the_full_checks_on_mutations(adapter, b)
     template, each gets exactly the full checks' status; most unchanged rows fit."""
     t = template(adapter, BASES[b])
     assert t is not None
-    row = t.prefix + '"Résume: \\"bien\\" 😀"' + t.suffix
+    row = '"Résume: \\"bien\\" 😀"'.join(t.pieces)
     variants = [row] * 20 + _mutations(row)
     rel = load(adapter, f"template_mutations_{b}", variants)
     assert sum(fits(adapter, t, variants)) > 100  # the template is what judges these rows
@@ -119,7 +129,7 @@ def test_statuses_with_a_template_equal_the_full_checks_on_mutations(adapter, b)
 
 def test_rows_the_template_fits_skip_the_full_checks(adapter):
     t = template(adapter, model())
-    rows = [t.prefix + f'"avis {i}"' + t.suffix for i in range(50)] + [t.prefix + "null" + t.suffix]
+    rows = [f'"avis {i}"'.join(t.pieces) for i in range(50)] + ["null".join(t.pieces)]
     rel = load(adapter, "template_fast", rows, "JSON")
     con = adapter.cursor()
     try:
@@ -131,3 +141,20 @@ def test_rows_the_template_fits_skip_the_full_checks(adapter):
     report = validate_relation(adapter, rel, model="m", path="models/m.sql", key_columns=["id"], template=t)
     assert (report.total, report.invalid) == (51, 1)
     assert report.samples[0].keys == {"id": 50}
+
+
+def test_fits_texts_split_at_the_pieces_between_them(adapter):
+    t = template(adapter, model(system="persona"))
+    separator = t.pieces[1]
+    row = lambda a, b: t.pieces[0] + a + separator + b + t.pieces[2]  # noqa: E731
+    escaped = separator.replace('"', '\\"')
+    cases = {
+        row('"q 😀"', '"persona"'): True,
+        row(f'"a{escaped}b"', '"p"'): True,  # the piece in a text, as a text holds it
+        row('"q"', '""'): False,
+        row('""', '"p"'): False,
+        row('"q"', "null"): False,
+        row(f'"a"{separator}"b"', '"p"'): False,  # a part more where the template has one
+        row('"q"', f'"p"{separator}"r"'): False,
+    }
+    assert fits(adapter, t, list(cases)) == list(cases.values())
