@@ -272,7 +272,8 @@ def validate_model(ctx, compiled: CompiledModel):
     try:
         # No per-job limit to report: past it a run shards the table into several jobs (sharding.py).
         return validate_relation(ctx.adapter, preview, model=model.name, path=model.path,
-                                 key_columns=model.config.key_columns, max_requests=None)
+                                 key_columns=model.config.key_columns, max_requests=None,
+                                 template=_template(ctx.adapter, compiled))
     finally:
         ctx.adapter.drop_relation(preview)
 
