@@ -13,6 +13,12 @@ the compression, ~2x cheaper): the request table built by the statement the mode
 compiles to, then the same parsed columns read from an output table. A second floor
 adds the rest of what a run must write, for context: loading the CSV and writing the
 output table (the request columns and a response each).
+
+The bqbatch process runs as on a user's machine: Python writes .pyc files (this
+sandbox sets PYTHONDONTWRITEBYTECODE=1, which is removed from the child's environment;
+without .pyc each run compiles the package's own modules again, ~0.3 s), and one
+warm-up build, not counted, comes first so that the .pyc exist and the CSV is in the
+page cache.
 """
 
 from __future__ import annotations
@@ -85,6 +91,10 @@ def floors(csv: Path, work: Path) -> dict[str, float]:
     return {"load": load, "build": build, "output": output, "extract": extract}
 
 
+# A user's Python writes .pyc files; this sandbox's environment forbids it (see the docstring).
+CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def run_once(root: Path) -> tuple[float, float, str]:
     import duckdb
 
@@ -95,7 +105,8 @@ def run_once(root: Path) -> tuple[float, float, str]:
         shutil.rmtree(target)
     bqbatch = str(Path(sys.executable).parent / "bqbatch")
     start = time.perf_counter()
-    proc = subprocess.run([bqbatch, "build", "--project-dir", str(root)], capture_output=True, text=True)
+    proc = subprocess.run([bqbatch, "build", "--project-dir", str(root)], capture_output=True, text=True,
+                          env=CHILD_ENV)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(proc.stdout[-3000:] + proc.stderr[-3000:])
@@ -113,6 +124,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "project"
         write_project(root, args.rows)
+        run_once(root)  # warm-up, not counted: .pyc written, CSV in the page cache
         runs = [run_once(root) for _ in range(args.repeat)]
         peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         fl = [floors(root / "seeds" / "reviews.csv", Path(tmp)) for _ in range(args.repeat)]
