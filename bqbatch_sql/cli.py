@@ -2,17 +2,78 @@
 
 Imports stay light at module level: `bqbatch --help` must not load sqlglot, DuckDB
 or the cloud SDKs.
+
+Run as the program (the `bqbatch` console script, `python -m bqbatch_sql`), a project
+command ends the process with os._exit once its context is closed (DuckDB checkpointed),
+no worker thread is left, the atexit handlers have run (logging flushed, temporary
+directories removed) and stdout and stderr are flushed: the interpreter's own shutdown,
+a garbage collection over ~100,000 objects and then the teardown of every module, took
+0.15-0.25 s of a 1.2 s `bqbatch build` of 10 rows and had nothing left to save.
+Invoked in-process (click's CliRunner, `main([...])`), the CLI returns or raises
+SystemExit as any click program does.
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
+import os
 import sys
+import threading
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
 from bqbatch_sql import __version__
+
+# The contexts made by the commands of this process, when it runs as the program (else None).
+_program_contexts: list | None = None
+
+
+class _Program(click.Group):
+    """The `bqbatch` group; called as the program's entry point, it ends the process itself."""
+
+    def __call__(self, *args, **kwargs):
+        global _program_contexts
+
+        # The program: no arguments (click reads sys.argv), from the code of the __main__ module
+        # itself: the console script, `python -m bqbatch_sql`, `python -c`. Not a test's
+        # CliRunner, not `main([...])`, not a profiler running the module in a namespace of its own.
+        main_module = sys.modules.get("__main__")
+        if args or kwargs or main_module is None or sys._getframe(1).f_globals is not vars(main_module):
+            return super().__call__(*args, **kwargs)
+        _program_contexts = []
+        try:
+            return super().__call__()
+        except SystemExit as stop:
+            _end_program(stop, _program_contexts)
+
+
+def _flushed() -> bool:
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None and not stream.closed:
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 - the interpreter's exit reports it (and exits 120)
+                return False
+    return True
+
+
+def _end_program(stop: SystemExit, contexts: list) -> NoReturn:
+    """os._exit with the code of `stop` when nothing is left for the interpreter's shutdown to do;
+    otherwise raise `stop`, for the usual exit."""
+    code = 0 if stop.code is None else stop.code
+    idle = all(t is threading.main_thread() or t.daemon or not t.is_alive() for t in threading.enumerate())
+    # Only a project command, whose contexts are all closed: any other command (help, the emulator)
+    # exits the usual way, and so does a run that left a warehouse open or a worker running.
+    if (not contexts or not all(c.closed for c in contexts) or not idle
+            or not isinstance(code, int) or not 0 <= code <= 255 or not _flushed()):
+        raise stop
+    atexit._run_exitfuncs()  # what the interpreter runs first at exit; it clears them (not run twice)
+    if not _flushed():
+        raise stop
+    os._exit(code)
 
 
 def _common(func):
@@ -52,8 +113,11 @@ def _context(project_dir: Path, profiles_dir: Path | None, target: str | None, v
             raise BqbatchError(f"--vars is not valid YAML: {e}") from None
         if not isinstance(variables, dict):
             raise BqbatchError("--vars must be a YAML mapping, e.g. --vars '{day: 2026-11-01}'.")
-    return Context(project_dir=project_dir, profiles_dir=profiles_dir, target_name=target, variables=variables,
-                   threads=threads)
+    ctx = Context(project_dir=project_dir, profiles_dir=profiles_dir, target_name=target, variables=variables,
+                  threads=threads)
+    if _program_contexts is not None:
+        _program_contexts.append(ctx)
+    return ctx
 
 
 def _handle_errors(func):
@@ -74,7 +138,7 @@ def _handle_errors(func):
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Program, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="bqbatch")
 def main():
     """bqbatch: SQL models in, Gemini batch predictions out.
@@ -188,15 +252,16 @@ def seed(project_dir, profiles_dir, target, vars_, debug, select, exclude, threa
 def compile_(project_dir, profiles_dir, target, vars_, debug, select, exclude, validate_):
     """Render and parse the selected models; write target/compiled/ and target/manifest.json."""
     ctx = _context(project_dir, profiles_dir, target, vars_)
-    compiled = ctx.compile(select, exclude)
-    click.echo(f"Compiled {len(compiled)} model(s) to {ctx.project.target_dir / 'compiled'}")
-    if validate_:
-        from bqbatch_sql.jobs import dry_run_lines
+    try:
+        compiled = ctx.compile(select, exclude)
+        click.echo(f"Compiled {len(compiled)} model(s) to {ctx.project.target_dir / 'compiled'}")
+        if validate_:
+            from bqbatch_sql.jobs import dry_run_lines
 
-        try:
             lines, failures = dry_run_lines(ctx, compiled)
-        finally:
-            ctx.close()
+    finally:
+        ctx.close()
+    if validate_:
         for line in lines:
             click.echo(line)
         if failures:
@@ -217,8 +282,12 @@ def ls_(project_dir, profiles_dir, target, vars_, debug, select, exclude, resour
 
     ctx = _context(project_dir, profiles_dir, target, vars_)
     types = None if resource_type == "all" else {resource_type}
-    nodes = ctx.manifest.selectables()
-    for uid in ctx.select(select, exclude, types):
+    try:
+        nodes = ctx.manifest.selectables()
+        chosen = ctx.select(select, exclude, types)
+    finally:
+        ctx.close()
+    for uid in chosen:
         node = nodes[uid]
         if output == "json":
             click.echo(json.dumps({"unique_id": uid, "name": node.name, "resource_type": node.resource_type,
@@ -234,7 +303,11 @@ def ls_(project_dir, profiles_dir, target, vars_, debug, select, exclude, resour
 def debug(project_dir, profiles_dir, target, vars_, debug):
     """Check the project, the profile and the connection to the warehouse."""
     ctx = _context(project_dir, profiles_dir, target, vars_)
-    for line in ctx.debug_report():
+    try:
+        lines = ctx.debug_report()
+    finally:
+        ctx.close()
+    for line in lines:
         click.echo(line)
 
 

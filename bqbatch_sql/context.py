@@ -25,6 +25,8 @@ class Context:
     target_name: str | None = None
     variables: dict[str, Any] = field(default_factory=dict)
     threads: int | None = None
+    # Set once close() has closed what the context opened; the CLI's fast exit requires it.
+    closed: bool = field(default=False, init=False, repr=False)
 
     @functools.cached_property
     def project(self) -> Project:
@@ -82,8 +84,10 @@ class Context:
         return Ledger(self.adapter, info.schema, info.database)
 
     def close(self) -> None:
-        if "adapter" in self.__dict__:
+        """Close the warehouse connection, if one was opened (DuckDB checkpoints its file here)."""
+        if "adapter" in self.__dict__ and not self.closed:
             self.adapter.close()
+        self.closed = True
 
     # -- operations the CLI calls ------------------------------------------------
 
