@@ -99,7 +99,7 @@ class Runner:
             pending.clear()
             jobs = ("batch jobs being waited for are cancelled" if self.options.cancel_on_interrupt
                     else "batch jobs keep running")
-            self.reporter.line(f"[yellow]Interrupted: finishing the nodes in flight; {jobs}.[/yellow]")
+            self.reporter.line((f"Interrupted: finishing the nodes in flight; {jobs}.", "yellow"))
             done, _ = wait(running, return_when=FIRST_COMPLETED)
         return done
 

@@ -42,6 +42,23 @@ def test_help_and_ls_do_not_import_the_cloud_sdks(make_project):
     assert out.strip() == "[]"
 
 
+def test_a_local_build_into_a_log_imports_neither_the_cloud_sdks_nor_rich(make_project):
+    """rich draws for a terminal only (~30 ms of import); the cloud SDKs (~1.3 s) serve cloud targets only."""
+    root = make_project({"seeds/reviews.csv": REVIEWS, "models/summaries.sql": SUMMARIES % ""})
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from bqbatch_sql.cli import main\n"
+        f"r = CliRunner().invoke(main, ['build', '--project-dir', {str(root)!r}])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "assert 'Finished 2 node(s)' in r.output, r.output\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith(('google', 'rich'))}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.strip() == "[]"
+
+
 def test_errors_print_without_traceback_and_exit_1(make_project, cli):
     root = make_project({"models/m.sql": "select * from {{ ref('nope') }}"})
     result = cli("run", "--project-dir", root)
