@@ -232,6 +232,7 @@ def _spec(ctx, compiled: CompiledModel, fp: str, source: Relation, destination: 
         model_id=cfg.model, source=source, destination=destination,
         display_name=f"bqbatch-{ctx.project.name}-{model.name}" + (f"-shard-{shard}" if shard is not None else ""),
         labels=labels, options=dict(cfg.predictor_options), prevalidated=prevalidated,
+        request_template=None if prevalidated else _template(ctx.adapter, compiled),
     )
 
 

@@ -58,6 +58,9 @@ class BatchJobSpec:
     # bqbatch has just checked every row with the shared request rules: a predictor
     # that would check them again (the local one) may skip that work.
     prevalidated: bool = False
+    # The shape the model's SQL gives its requests (request_template.RequestTemplate),
+    # on DuckDB: a hint for a predictor that checks the rows itself.
+    request_template: Any = None
 
 
 @dataclass
