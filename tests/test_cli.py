@@ -147,7 +147,7 @@ def test_the_program_waits_for_threads_left_running_and_runs_atexit_handlers(mak
     root = make_project({"seeds/reviews.csv": REVIEWS, "models/summaries.sql": SUMMARIES % options,
                          "leftovers.py": LEFTOVERS.replace("{daemon}", str(daemon))})
     done = _program("build", "--project-dir", root, env={**os.environ, "PYTHONPATH": str(root)})
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert (done.returncode, done.stderr) == (0, ""), done.stdout + done.stderr
     written = (root / "leftovers.txt").read_text().splitlines()
     assert written == (["atexit handler"] if daemon else ["thread", "atexit handler"])
 
