@@ -174,9 +174,8 @@ def main():
 
 def _run_nodes(resource_types, project_dir, profiles_dir, target, vars_, debug, select, exclude,
                threads=None, full_refresh=False, command="run", **job_options):
+    ctx = _context(project_dir, profiles_dir, target, vars_, threads)  # first: it imports sqlglot with the GC off
     from bqbatch_sql.jobs import exit_code
-
-    ctx = _context(project_dir, profiles_dir, target, vars_, threads)
     try:
         results = ctx.run(select, exclude, resource_types=resource_types, full_refresh=full_refresh, debug=debug,
                           args={"command": command, "select": list(select), "exclude": list(exclude),
@@ -383,9 +382,8 @@ def status(project_dir, profiles_dir, target, vars_, debug, select, exclude):
     One line per model: job, state, counts, age, console link; then the tokens (from
     usageMetadata) and cost of each model's last finished run.
     """
+    ctx = _context(project_dir, profiles_dir, target, vars_)  # first: it imports sqlglot with the GC off
     from bqbatch_sql.jobs import status_rows
-
-    ctx = _context(project_dir, profiles_dir, target, vars_)
     try:
         rows = status_rows(ctx, select, exclude)
     finally:
@@ -411,9 +409,8 @@ def status(project_dir, profiles_dir, target, vars_, debug, select, exclude):
 @_handle_errors
 def cancel(project_dir, profiles_dir, target, vars_, debug, select, exclude):
     """Cancel the running batch jobs of the selected batch_prediction models (all of them without --select)."""
+    ctx = _context(project_dir, profiles_dir, target, vars_)  # first: it imports sqlglot with the GC off
     from bqbatch_sql.jobs import cancel_jobs
-
-    ctx = _context(project_dir, profiles_dir, target, vars_)
     try:
         lines = cancel_jobs(ctx, select, exclude)
     finally:
