@@ -53,7 +53,7 @@ class _Program(click.Group):
 
 def _flushed() -> bool:
     for stream in (sys.stdout, sys.stderr):
-        if stream is not None and not stream.closed:
+        if stream is not None and not getattr(stream, "closed", False):
             try:
                 stream.flush()
             except Exception:  # noqa: BLE001 - the interpreter's exit reports it (and exits 120)
@@ -68,14 +68,13 @@ def _end_program(stop: SystemExit, contexts: list) -> NoReturn:
     idle = all(t is threading.main_thread() or t.daemon or not t.is_alive() for t in threading.enumerate())
     # Only a project command, whose contexts are all closed: any other command (help, the emulator)
     # exits the usual way, and so does a run that left a warehouse open or a worker running.
-    if (not contexts or not all(c.closed for c in contexts) or not idle
-            or not isinstance(code, int) or not 0 <= code <= 255 or not _flushed()):
-        gc.unfreeze()  # the interpreter's shutdown collects what _context_class froze, as it would have
-        raise stop
-    atexit._run_exitfuncs()  # what the interpreter runs first at exit; it clears them (not run twice)
-    if not _flushed():
-        raise stop
-    os._exit(code)
+    if (contexts and all(c.closed for c in contexts) and idle
+            and isinstance(code, int) and 0 <= code <= 255 and _flushed()):
+        atexit._run_exitfuncs()  # what the interpreter runs first at exit; it clears them (never run twice)
+        if _flushed():
+            os._exit(code)
+    gc.unfreeze()  # the interpreter's shutdown collects what _context_class froze, as it would have
+    raise stop
 
 
 def _common(func):
