@@ -9,7 +9,8 @@ Stage: rows to submit -> **estimate / guard** -> validate -> submit -> wait -> *
 - `guard`: config(max_rows=..., max_cost_usd=...) refuse to submit above the limit,
   saying by how much, before any job exists.
 - `usage`: the tokens Vertex reported in each response's usageMetadata, summed in the
-  warehouse, and their cost.
+  warehouse, and their cost. A predictor that tallied what it wrote says so instead
+  (the local predictor's emulated answers: the same sums, without reading them again).
 - `dry_run`: `bqbatch run --dry-run` for one model: what a run would submit and cost.
 """
 
@@ -157,18 +158,32 @@ class Usage:
 def usage(ctx: Any, model_id: str, relation: Relation) -> Usage:
     """Tokens of the responses in `relation` (from usageMetadata) and their cost, summed in the warehouse."""
     price = price_for(model_id, _prices(ctx))
-    long_above = exp.Literal.number(price.long_context_above if price and price.long_context_above else 2**62)
-    inner = _usage_rows(relation)
-    query = exp.select(
-        fragment("COALESCE(SUM(p), 0)"), fragment("COALESCE(SUM(c), 0)"), fragment("COALESCE(SUM(th), 0)"),
-        fragment("COALESCE(SUM(tt), 0)"), fragment("COALESCE(SUM(IF(p > L, p, 0)), 0)", L=long_above),
-        fragment("COALESCE(SUM(IF(p > L, COALESCE(c, 0) + COALESCE(th, 0), 0)), 0)", L=long_above),
-    ).from_(inner.subquery("u"))
-    prompt, out, thoughts, total, long_in, long_out = (int(v) for v in rowsql.fetch(ctx.adapter, query)[0])
+    threshold = price.long_context_above if price and price.long_context_above else 2**62
+    written = _written_usage(ctx, relation)
+    if written is not None and written.max_prompt_tokens <= threshold:  # no row at the long-context price
+        prompt, out = written.prompt_tokens, written.output_tokens
+        thoughts, total, long_in, long_out = 0, prompt + out, 0, 0
+    else:
+        long_above = exp.Literal.number(threshold)
+        inner = _usage_rows(relation)
+        query = exp.select(
+            fragment("COALESCE(SUM(p), 0)"), fragment("COALESCE(SUM(c), 0)"), fragment("COALESCE(SUM(th), 0)"),
+            fragment("COALESCE(SUM(tt), 0)"), fragment("COALESCE(SUM(IF(p > L, p, 0)), 0)", L=long_above),
+            fragment("COALESCE(SUM(IF(p > L, COALESCE(c, 0) + COALESCE(th, 0), 0)), 0)", L=long_above),
+        ).from_(inner.subquery("u"))
+        prompt, out, thoughts, total, long_in, long_out = (int(v) for v in rowsql.fetch(ctx.adapter, query)[0])
     cost = None
     if price is not None:
         cost = price.cost(prompt - long_in, out + thoughts - long_out, long_in, long_out)
     return Usage(prompt, out, thoughts, total, cost, f"{model_id} {price.source}" if price else None)
+
+
+def _written_usage(ctx: Any, relation: Relation) -> Any:
+    """What the predictor tallied of the answers it wrote into `relation` (prompt_tokens,
+    output_tokens, max_prompt_tokens; no thoughts), or None: then the responses are read.
+    Only the local predictor tallies (its emulated answers); Vertex reports no totals."""
+    written_usage = getattr(getattr(ctx, "predictor", None), "written_usage", None)
+    return written_usage(relation) if written_usage is not None else None
 
 
 def guard(ctx: Any, model: Any, rows: Relation, count: int, previous: Relation | None,

@@ -123,6 +123,11 @@ def test_run_results_and_status_show_the_actual_tokens_and_cost(make_project, cl
     expected = (batch["prompt_tokens"] * price.input + (batch["output_tokens"] + batch["thoughts_tokens"])
                 * price.output) / 1e6
     assert batch["prompt_tokens"] > 0 and batch["output_tokens"] > 0
+    # Exactly what the output's responses say (the local predictor tallies them as it writes them).
+    usage = [json.loads(r)["usageMetadata"] for (r,) in local_rows(root, "select response from sentiment")]
+    assert (batch["prompt_tokens"], batch["output_tokens"], batch["thoughts_tokens"], batch["total_tokens"]) == (
+        sum(u["promptTokenCount"] for u in usage), sum(u["candidatesTokenCount"] for u in usage), 0,
+        sum(u["totalTokenCount"] for u in usage))
     assert batch["cost_usd"] == pytest.approx(expected, rel=1e-4)
     assert batch["price"] == f"gemini-2.5-flash batch price of {PRICES_AS_OF}"
     assert f"tokens {batch['prompt_tokens']:,} in" in result.output and "; cost $0.0" in result.output
@@ -131,6 +136,20 @@ def test_run_results_and_status_show_the_actual_tokens_and_cost(make_project, cl
     header = status.index(next(line for line in status if line.startswith("model") and "tokens in" in line))
     assert status[header + 1].split()[:3] == ["sentiment", f"{batch['prompt_tokens']:,}",
                                              f"{batch['output_tokens'] + batch['thoughts_tokens']:,}"]
+
+
+def test_prompts_past_a_long_context_threshold_are_priced_at_the_long_rates(make_project, cli):
+    prices = {"input": 1, "output": 10, "long_context_above": 5, "long_input": 100, "long_output": 1000}
+    root = _project(make_project, project_yml=f"name: demo\nprices:\n  gemini-2.5-flash: {json.dumps(prices)}\n")
+    ok(cli("build", "--project-dir", root))
+    batch = json.loads((root / "target" / "run_results.json").read_text())["results"][-1]["batch"]
+    usage = [json.loads(r)["usageMetadata"] for (r,) in local_rows(root, "select response from sentiment")]
+    long = [u for u in usage if u["promptTokenCount"] > 5]
+    assert 0 < len(long) < len(usage)
+    expected = sum(u["promptTokenCount"] * (100 if u in long else 1) + u["candidatesTokenCount"] * (1000 if u in long else 10)
+                   for u in usage) / 1e6
+    assert batch["cost_usd"] == pytest.approx(expected, rel=1e-9)
+    assert batch["prompt_tokens"] == sum(u["promptTokenCount"] for u in usage)
 
 
 # -- the price table -----------------------------------------------------------------------------------

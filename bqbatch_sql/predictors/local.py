@@ -7,12 +7,12 @@ output table holds every request column plus `response`, `status` and
 `processed_time`, exactly one row per request row.
 
 Rows stay in the warehouse. One pass validates every request with the shared rules
-of `bqbatch_sql.validate`; then each chunk of the request table (a rowid range) is
-one INSERT ... SELECT that injects the asked-for fraction of transient failures and
-builds the emulated GenerateContentResponse (statements: `local_sql.py`, answer
-shapes: `responses.py`). Structured output costs one Python call per distinct
-schema. Only a user's response function pulls requests into Python, one bounded
-batch at a time.
+of `bqbatch_sql.validate`; then one INSERT ... SELECT injects the asked-for fraction
+of transient failures and builds the emulated GenerateContentResponse of every row
+(statements: `local_sql.py`, answer shapes: `responses.py`), tallying the tokens it
+writes so that the run's totals need no second reading of the answers. Structured
+output costs one Python call per distinct schema. Only a user's response function
+pulls requests into Python, one bounded batch (a rowid range) at a time.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ import orjson
 from bqbatch_sql.errors import BqbatchError, PredictorError
 from bqbatch_sql.predictors.base import BatchJob, BatchJobSpec, JobState
 from bqbatch_sql.predictors.inprocess import JobRegistry, Run
-from bqbatch_sql.predictors.local_sql import JobPlan
+from bqbatch_sql.nodes import Relation
+from bqbatch_sql.predictors.local_sql import JobPlan, written_state
 from bqbatch_sql.predictors.responses import (
     SchemaValueError,
     coerce_function_result,
@@ -64,6 +65,18 @@ class _Templates:
 
     def params(self) -> list[list]:
         return [self.keys, self.texts, self.errors] if self.kind == "lists" else []
+
+
+@dataclasses.dataclass(frozen=True)
+class WrittenUsage:
+    """The token counts of the emulated answers one job wrote: the sums of the values its
+    responses print in usageMetadata, tallied by the statement that wrote them."""
+
+    table_oid: int
+    answered: int  # rows with a response
+    prompt_tokens: int
+    output_tokens: int  # candidatesTokenCount; emulated answers have no thoughts
+    max_prompt_tokens: int  # of one row: whether any row is past a long-context price threshold
 
 
 class JobCancelled(Exception):
@@ -134,6 +147,7 @@ class LocalPredictor:
         self.adapter = adapter
         self.defaults = _settings(response_function, failure_rate, latency_seconds, chunk_rows)
         self._jobs: JobRegistry[_Run] = JobRegistry(UNKNOWN_JOB)
+        self._written: dict[Relation, WrittenUsage] = {}  # by destination, until written_usage() takes it
 
     @classmethod
     def from_context(cls, context: Any, **options: Any) -> "LocalPredictor":
@@ -183,6 +197,25 @@ class LocalPredictor:
         with self._jobs.lock:
             return dict(run.timings)
 
+    def written_usage(self, relation: Relation) -> WrittenUsage | None:
+        """The token totals of the emulated answers a finished job wrote into `relation`, or None.
+
+        cost.usage asks this before it reads every response's usageMetadata (1M rows:
+        ~0.4 s). Answered once per job, and only while the table is the one the job
+        wrote, with as many responses (rows appended since without one, as on_invalid='skip'
+        appends them, change no total); None for a response function's answers.
+        """
+        with self._jobs.lock:
+            written = self._written.pop(relation, None)
+        if written is None:
+            return None
+        cursor = self.adapter.connection.cursor()
+        try:
+            oid, answered = cursor.execute(*written_state(relation)).fetchone()
+        finally:
+            cursor.close()
+        return written if (oid, answered) == (written.table_oid, written.answered) else None
+
     def wait(self, job_name: str, timeout: float | None = None) -> BatchJob:
         """Block until the job ends (or `timeout` seconds pass); the emulator and tests use this."""
         self._jobs.join(job_name, timeout)
@@ -225,6 +258,8 @@ class LocalPredictor:
         spec, settings = run.spec, run.settings
         plan = JobPlan.inspect(cursor, spec.source, spec.destination, run.job.name.rsplit("/", 1)[-1][-12:])
         self._jobs.update(run, total=plan.total)
+        with self._jobs.lock:  # the job replaces the table: what an earlier job wrote there is gone
+            self._written.pop(spec.destination, None)
         try:
             for statement in plan.create_destination():
                 cursor.execute(statement)
@@ -247,46 +282,79 @@ class LocalPredictor:
             elif plan.total:
                 with _phase(run, "templates"):
                     templates = self._load_templates(run, cursor, plan)
-            statement = plan.chunk_insert(
-                model_version(spec.model_id), settings.failure_rate,
-                templates=templates.kind if templates else None, function=using_function,
-            )
-            extra = templates.params() if templates else []
-            counts = plan.written_counts()
-            written = 0
-            if using_function:  # the function is fed chunk by chunk: bounded memory, progress per chunk
-                ranges = plan.chunks(settings.chunk_rows)
+            version = model_version(spec.model_id)
+            if using_function:
+                self._write_function_answers(run, cursor, plan, version)
             else:
-                # One statement for the whole table, its progress read from DuckDB as it runs.
-                # Chunks cost more than they show: one row group each runs on one core, and
-                # several each leave row groups that the next checkpoint rewrites (1M rows:
-                # chunks 2.3-2.4 s + up to 1.7 s at checkpoint, one statement 1.6 s + 0 s).
-                ranges = [(plan.low, plan.high + 1)]
-                cursor.execute("SET enable_progress_bar = true")
-                cursor.execute("SET enable_progress_bar_print = false")
-                with self._jobs.lock:
-                    run.progress = cursor
-            for low, high in ranges:
-                if run.cancel.is_set():
-                    raise JobCancelled()
-                if using_function:
-                    with _phase(run, "response_function"):
-                        self._call_function(run, cursor, plan, low, high)
-                    if run.cancel.is_set():  # asked while the function ran: the chunk is dropped whole
-                        raise JobCancelled()
-                with _phase(run, "chunks"):
-                    cursor.execute(statement, [low, high, _utcnow().replace(tzinfo=None), *extra])
-                    done, failed = cursor.execute(counts, [written]).fetchone()
-                written += done
-                with self._jobs.lock:
-                    run.progress = None
-                    run.job.succeeded += done - failed
-                    run.job.failed += failed
+                self._write_emulated(run, cursor, plan, version, templates)
         finally:
             with self._jobs.lock:
                 run.progress = None
             for statement in plan.drop_scratch():
                 cursor.execute(statement)
+
+    def _write_emulated(self, run: _Run, cursor: duckdb.DuckDBPyConnection, plan: JobPlan, version: str,
+                        templates: "_Templates | None") -> None:
+        """Every emulated answer in one statement, its progress read from DuckDB as it runs.
+
+        Chunks would cost more than they show: one row group each runs on one core, and
+        several each leave row groups that the next checkpoint rewrites (1M rows: chunks
+        2.3-2.4 s + up to 1.7 s at checkpoint, one statement 1.6 s + 0 s). The statement
+        also tallies the answers' tokens, in one transaction with the tally columns it
+        writes them to (local_sql: token tallies).
+        """
+        statement = plan.chunk_insert(version, run.settings.failure_rate, templates=templates.kind if templates else None,
+                                      function=False, tallies=True)
+        cursor.execute("SET enable_progress_bar = true")
+        cursor.execute("SET enable_progress_bar_print = false")
+        if run.cancel.is_set():
+            raise JobCancelled()
+        cursor.execute("BEGIN TRANSACTION")
+        try:
+            for alter in plan.add_tallies():
+                cursor.execute(alter)
+            with self._jobs.lock:
+                run.progress = cursor
+            with _phase(run, "chunks"):
+                cursor.execute(statement, [plan.low, plan.high + 1, _utcnow().replace(tzinfo=None),
+                                           *(templates.params() if templates else [])])
+            done, failed = cursor.execute(plan.written_counts(), [0]).fetchone()
+            answered, prompt, output, largest = cursor.execute(plan.tallies()).fetchone()
+            for alter in plan.drop_tallies():
+                cursor.execute(alter)
+            oid, _ = cursor.execute(*written_state(plan.destination)).fetchone()
+            cursor.execute("COMMIT")
+        except BaseException:
+            _rollback(cursor)
+            raise
+        with self._jobs.lock:
+            self._written[plan.destination] = WrittenUsage(oid, answered, prompt, output, largest or 0)
+        self._count(run, done, failed)
+
+    def _write_function_answers(self, run: _Run, cursor: duckdb.DuckDBPyConnection, plan: JobPlan,
+                                version: str) -> None:
+        """The response function is fed chunk by chunk: bounded memory, progress per chunk."""
+        statement = plan.chunk_insert(version, run.settings.failure_rate, templates=None, function=True)
+        counts = plan.written_counts()
+        written = 0
+        for low, high in plan.chunks(run.settings.chunk_rows):
+            if run.cancel.is_set():
+                raise JobCancelled()
+            with _phase(run, "response_function"):
+                self._call_function(run, cursor, plan, low, high)
+            if run.cancel.is_set():  # asked while the function ran: the chunk is dropped whole
+                raise JobCancelled()
+            with _phase(run, "chunks"):
+                cursor.execute(statement, [low, high, _utcnow().replace(tzinfo=None)])
+                done, failed = cursor.execute(counts, [written]).fetchone()
+            written += done
+            self._count(run, done, failed)
+
+    def _count(self, run: _Run, done: int, failed: int) -> None:
+        with self._jobs.lock:
+            run.progress = None
+            run.job.succeeded += done - failed
+            run.job.failed += failed
 
     def _load_templates(self, run: _Run, cursor: duckdb.DuckDBPyConnection, plan: "JobPlan") -> "_Templates | None":
         """One emulated answer per distinct structured-output setting; None when no row asks for one.
@@ -418,6 +486,16 @@ def _template_for(mime: str | None, schema: str | None, json_schema: str | None)
         return structured_text(mime, schema, json_schema), None
     except (SchemaValueError, orjson.JSONDecodeError, ValueError, TypeError) as e:
         return None, schema_error_status(e)
+
+
+def _rollback(cursor: duckdb.DuckDBPyConnection) -> None:
+    """End the job's transaction after an error: a failed or interrupted statement leaves it
+    open (aborted); a failed COMMIT has ended it already, which is no error of its own."""
+    try:
+        cursor.execute("ROLLBACK")
+    except duckdb.TransactionException as e:
+        if "no transaction is active" not in str(e):
+            raise
 
 
 @contextlib.contextmanager

@@ -352,6 +352,26 @@ def test_cancel_while_running_keeps_written_rows_and_counts_the_rest_incomplete(
     assert predictor.get(job.name).state == JobState.CANCELLED
 
 
+def test_cancel_during_the_one_statement_leaves_an_empty_output_of_the_usual_columns(adapter):
+    # Emulated answers are one statement in one transaction, with two tally columns added
+    # and dropped inside it: a cancel rolls all of it back.
+    adapter.execute("CREATE TABLE reqs AS SELECT i AS id, json_object('contents', json_array(json_object("
+                    "'role', 'user', 'parts', json_array(json_object('text', 'prompt ' || i))))) AS request "
+                    "FROM range(500000) t(i)")
+    predictor = LocalPredictor(adapter)
+    job = predictor.submit(BatchJobSpec("gemini-2.5-flash", adapter.relation("reqs"), adapter.relation("out"), "t",
+                                        prevalidated=True))
+    while predictor.get(job.name).succeeded == 0:  # DuckDB reports progress: the statement is under way
+        time.sleep(0.002)
+    predictor.cancel(job.name)
+    done = predictor.wait(job.name, timeout=60)
+    assert (done.state, done.succeeded, done.incomplete) == (JobState.CANCELLED, 0, 500_000)
+    assert [c.name for c in adapter.columns(adapter.relation("out"))] == [
+        "id", "request", "response", "status", "processed_time"]
+    assert adapter.fetchall("SELECT COUNT(*) FROM out") == [(0,)]
+    assert predictor.written_usage(adapter.relation("out")) is None
+
+
 def test_cancel_while_pending(adapter):
     load(adapter, [(1, req("x"))])
     predictor = LocalPredictor(adapter, latency_seconds=30)
@@ -443,6 +463,54 @@ def test_failure_rate_bounds_and_per_model_override(adapter):
     assert run(adapter, LocalPredictor(adapter, failure_rate=1.0), failure_rate=0.0).failed == 0
     with pytest.raises(PredictorError, match="failure_rate"):
         LocalPredictor(adapter, failure_rate=1.5)
+
+
+# -- token tallies ------------------------------------------------------------------------------
+
+
+def usage_read(adapter, table="out") -> tuple[int, int, int, int]:
+    """(rows with a response, prompt, output and largest prompt tokens), read from every response."""
+    metas = [json.loads(r["response"])["usageMetadata"] for r in output(adapter, table) if r["response"] is not None]
+    assert all(m["totalTokenCount"] == m["promptTokenCount"] + m["candidatesTokenCount"] for m in metas)
+    return (len(metas), sum(m["promptTokenCount"] for m in metas), sum(m["candidatesTokenCount"] for m in metas),
+            max(m["promptTokenCount"] for m in metas))
+
+
+def test_a_job_tallies_exactly_the_tokens_its_responses_print(adapter):
+    # Every kind of row: invalid ones, structured output, system instructions, long and
+    # odd prompts; and injected failures, whose rows have no response.
+    load(adapter, [(i, name, request) for i, (name, request) in enumerate(MIXED.items())],
+         "id INTEGER, name VARCHAR, request VARCHAR")
+    predictor = LocalPredictor(adapter, failure_rate=0.3)
+    job = run(adapter, predictor)
+    written = predictor.written_usage(adapter.relation("out"))
+    assert (written.answered, written.prompt_tokens, written.output_tokens, written.max_prompt_tokens) == \
+        usage_read(adapter)
+    assert written.answered == job.succeeded < len(MIXED) - len(INVALID)  # some rows drew a failure
+    # The tally columns lived inside the job's transaction only.
+    assert [c.name for c in adapter.columns(adapter.relation("out"))] == [
+        "id", "name", "request", "response", "status", "processed_time"]
+    assert predictor.written_usage(adapter.relation("out")) is None  # answered once per job
+
+
+def test_tallies_are_withheld_once_the_table_holds_other_answers(adapter):
+    load(adapter, [(i, req(f"prompt {i}")) for i in range(5)])
+    out = adapter.relation("out")
+    predictor = LocalPredictor(adapter)
+    run(adapter, predictor)
+    adapter.execute("INSERT INTO out SELECT * FROM out LIMIT 1")  # one more answer
+    assert predictor.written_usage(out) is None
+    run(adapter, predictor)
+    adapter.execute("CREATE OR REPLACE TABLE out AS SELECT * FROM out")  # the same rows, another table
+    assert predictor.written_usage(out) is None
+    run(adapter, predictor)
+    # A row without an answer, as on_invalid='skip' appends the invalid rows: the totals still hold.
+    adapter.execute("INSERT INTO out VALUES (9, '{}', NULL, 'Bad Request: ...', NULL)")
+    written = predictor.written_usage(out)
+    assert (written.answered, written.prompt_tokens, written.output_tokens) == usage_read(adapter)[:3]
+    run(adapter, predictor)
+    run(adapter, predictor, response_function=f"{fns.__name__}:echo")  # the same table, answered by a function
+    assert predictor.written_usage(out) is None  # a response function's answers are its own, never tallied
 
 
 # -- response_function -------------------------------------------------------------------------
