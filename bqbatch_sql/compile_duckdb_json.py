@@ -353,10 +353,14 @@ def _exists(values: exp.Expression, position: exp.Literal, column: exp.Column, p
     # CASE WHEN <value> IS NOT NULL OR <JSON null there> THEN found ELSE NOT found END. Only
     # in a CASE condition does DuckDB stop AND/OR early; elsewhere it evaluates both sides
     # on every row, json_exists included (measured: +0.5 s of CPU per 1M rows).
+    # A JSON null is spelled `null`, so a text without 'ull' holds none. 'ull', not 'null':
+    # DuckDB's contains() scans for the needle's first byte, and 'n' is everywhere in a
+    # response ("candidates", "content", "finishReason"...): 1M 360-byte responses, 1
+    # thread, 0.17 s of CPU for 'null', 0.09 s for 'ull'.
     value = fn("list_extract", clone(values), clone(position))
     present = _or(
         exp.Not(this=exp.Is(this=value, expression=exp.Null())),
-        _and(fn("contains", clone(column), lit("null")), fn("json_exists", clone(column), clone(path))),
+        _and(fn("contains", clone(column), lit("ull")), fn("json_exists", clone(column), clone(path))),
     )
     return case([(present, exp.Boolean(this=found))], exp.Boolean(this=not found))
 
