@@ -131,8 +131,9 @@ class LocalPredictor:
     name: ClassVar[str] = "local"
     # The runner polls with these (seconds): a local job finishes fast, so poll briskly.
     poll_initial_seconds: ClassVar[float] = 0.05
-    # A get() costs microseconds; at 1.0 s, a 1M-row build sat ~0.5 s on average after its job had ended.
-    poll_max_seconds: ClassVar[float] = 0.2
+    # A build waits on average half this after its job has ended (at 1.0 s, ~0.5 s for a 1M-row
+    # build); a get() during the job's statement costs ~0.1 ms (DuckDB's progress included).
+    poll_max_seconds: ClassVar[float] = 0.05
     poll_multiplier: ClassVar[float] = 1.5
 
     def __init__(
