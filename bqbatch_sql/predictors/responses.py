@@ -18,7 +18,10 @@ from sqlglot import exp
 
 from bqbatch_sql.rowsql import fragment
 
-EMULATED_TAG = "[bqbatch local predictor: emulated response]"
+# Short, as every byte of an answer is paid per row: written, cast to JSON, read by the
+# parsed view (1M rows: the 26 bytes less than "[bqbatch local predictor: emulated
+# response] Request ..." saved ~0.2 s of writing the output and reading its view).
+EMULATED_TAG = "[bqbatch emulated]"
 
 # Free-text strings in a schema's value carry this marker; the warehouse swaps it for
 # eight hex digits of the row's request hash, so rows differ yet stay deterministic.
@@ -363,14 +366,15 @@ def sql_fragment(template: str, **nodes: exp.Expression) -> exp.Expression:
 
 
 def default_text_sql(prompt: exp.Expression, tag: exp.Expression) -> exp.Expression:
-    """The emulated answer: the tag, the request's hash and the start of its prompt.
+    """The emulated answer: the tag, the request's hash and the start of its prompt:
+    `[bqbatch emulated] request 1A2B3C4D: "Give me a recipe for banana bread."`.
 
     CONCAT rather than `||`: one pass over the pieces, about twice as fast in DuckDB.
     """
     return sql_fragment(
-        "CONCAT(LIT_TAG, ' Request ', TAG, ': \"', "
+        "CONCAT(LIT_TAG, TAG, ': \"', "
         "CASE WHEN LENGTH(PROMPT) > LIT_ECHO THEN CONCAT(LEFT(PROMPT, LIT_CUT), '...') ELSE PROMPT END, '\"')",
-        LIT_TAG=exp.Literal.string(EMULATED_TAG),
+        LIT_TAG=exp.Literal.string(f"{EMULATED_TAG} request "),
         TAG=tag,
         PROMPT=prompt,
         LIT_ECHO=exp.Literal.number(ECHO_CHARS),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 
@@ -208,9 +209,12 @@ def test_seed_tester_row_gets_the_seed_status_and_valid_rows_a_response(mixed):
     assert candidate["content"]["role"] == "model"
     assert candidate["finishReason"] == "STOP"
     text = candidate["content"]["parts"][0]["text"]
-    assert text.startswith(EMULATED_TAG) and "Give me a recipe for banana bread." in text
+    # Says it is emulated, names the request (8 hex digits of its hash), echoes the prompt.
+    assert re.fullmatch(re.escape(EMULATED_TAG) + r' request [0-9A-F]{8}: "Give me a recipe for banana bread\."', text)
     usage = response["usageMetadata"]
-    assert usage["promptTokenCount"] >= 1 and usage["candidatesTokenCount"] >= 1
+    # About four bytes a token, of the prompt and of the answer.
+    assert usage["promptTokenCount"] == math.ceil(len("Give me a recipe for banana bread.") / 4)
+    assert usage["candidatesTokenCount"] == math.ceil(len(text.encode()) / 4)
     assert usage["totalTokenCount"] == usage["promptTokenCount"] + usage["candidatesTokenCount"]
     assert response["modelVersion"] == "gemini-2.5-flash"
 
@@ -232,7 +236,7 @@ def test_output_keeps_every_row_and_column_in_order_even_null_and_garbage(mixed)
 
 def test_long_and_odd_prompts_are_echoed_safely(mixed):
     _, _, by_name, _ = mixed
-    assert text_of(by_name["long"]).endswith('..."') and len(text_of(by_name["long"])) < len(LONG_PROMPT)
+    assert text_of(by_name["long"]).endswith(f': "{LONG_PROMPT[:77]}..."')
     assert ODD_PROMPT in text_of(by_name["odd"])
 
 
