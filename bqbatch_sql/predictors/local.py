@@ -275,7 +275,8 @@ class LocalPredictor:
                 else:  # every row's status, in table order (rid, v): the validator's fast path
                     from bqbatch_sql.validate import materialize_statuses
 
-                    materialize_statuses(cursor, plan.source, plan._scratch("status"), status_column="v")
+                    materialize_statuses(cursor, plan.source, plan._scratch("status"), status_column="v",
+                                         template=spec.request_template)
             using_function = settings.function is not None
             templates: _Templates | None = None
             if using_function:

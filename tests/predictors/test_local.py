@@ -440,6 +440,25 @@ def test_prevalidated_job_answers_exactly_as_a_job_that_validates(adapter):
     assert strip(output(adapter, "trusted")) == strip(output(adapter))
 
 
+def test_a_request_template_hint_changes_no_status(adapter):
+    # on_invalid='submit': the job checks its rows itself, helped by the model's template;
+    # rows it does not fit (a NULL prompt, a bad role, garbage) get the statuses they always had.
+    from bqbatch_sql.request_template import RequestTemplate
+
+    template = RequestTemplate(('{"contents":[{"parts":[{"text":', '}],"role":"user"}]}'))
+    rows = [(i, f'"prompt {i} — 😀"'.join(template.pieces)) for i in range(200)]
+    rows += [(200, "null".join(template.pieces)), (201, SEED_BAD_REQUEST), (202, "not json"), (203, None)]
+    load(adapter, rows)
+    predictor = LocalPredictor(adapter)
+    plain = run(adapter, predictor)
+    hinted = predictor.wait(predictor.submit(BatchJobSpec(
+        "gemini-2.5-flash", adapter.relation("reqs"), adapter.relation("hinted"), "test",
+        request_template=template)).name, 60)
+    assert (hinted.succeeded, hinted.failed) == (plain.succeeded, plain.failed) == (200, 4)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "processed_time"} for r in rows]  # noqa: E731
+    assert strip(output(adapter, "hinted")) == strip(output(adapter))
+
+
 # -- failure_rate ------------------------------------------------------------------------------
 
 
