@@ -325,20 +325,26 @@ def test_states_move_pending_running_succeeded_with_progress(adapter):
     assert done.create_time <= done.start_time <= done.end_time and done.error is None
 
 
+def big_job(adapter, rows: int):
+    """A prevalidated job over `rows` generated requests, long enough to watch: (predictor, job)."""
+    adapter.execute("CREATE TABLE reqs AS SELECT i AS id, json_object('contents', json_array(json_object("
+                    "'role', 'user', 'parts', json_array(json_object('text', 'prompt ' || i))))) AS request "
+                    f"FROM range({int(rows)}) t(i)")
+    predictor = LocalPredictor(adapter)
+    return predictor, predictor.submit(BatchJobSpec("gemini-2.5-flash", adapter.relation("reqs"),
+                                                    adapter.relation("out"), "t", prevalidated=True))
+
+
 def test_progress_of_the_one_statement_never_goes_back(adapter):
     # Answers emulated in SQL are one statement; rows done come from DuckDB's progress,
     # which drops to -1 when the scan ends and the write goes on.
-    adapter.execute("CREATE TABLE reqs AS SELECT i AS id, json_object('contents', json_array(json_object("
-                    "'role', 'user', 'parts', json_array(json_object('text', 'prompt ' || i))))) AS request "
-                    "FROM range(300000) t(i)")
-    predictor = LocalPredictor(adapter)
-    job = predictor.submit(BatchJobSpec("gemini-2.5-flash", adapter.relation("reqs"), adapter.relation("out"), "t",
-                                        prevalidated=True))
+    predictor, job = big_job(adapter, 300_000)
     seen = []
     while not (snapshot := predictor.get(job.name)).done:
         seen.append(snapshot.succeeded)
         time.sleep(0.005)
     assert seen == sorted(seen) and (snapshot.succeeded, snapshot.failed) == (300_000, 0)
+
 
 def test_cancel_while_running_keeps_written_rows_and_counts_the_rest_incomplete(adapter):
     fns.GATE.clear(), fns.REACHED.clear()
@@ -359,12 +365,7 @@ def test_cancel_while_running_keeps_written_rows_and_counts_the_rest_incomplete(
 def test_cancel_during_the_one_statement_leaves_an_empty_output_of_the_usual_columns(adapter):
     # Emulated answers are one statement in one transaction, with two tally columns added
     # and dropped inside it: a cancel rolls all of it back.
-    adapter.execute("CREATE TABLE reqs AS SELECT i AS id, json_object('contents', json_array(json_object("
-                    "'role', 'user', 'parts', json_array(json_object('text', 'prompt ' || i))))) AS request "
-                    "FROM range(500000) t(i)")
-    predictor = LocalPredictor(adapter)
-    job = predictor.submit(BatchJobSpec("gemini-2.5-flash", adapter.relation("reqs"), adapter.relation("out"), "t",
-                                        prevalidated=True))
+    predictor, job = big_job(adapter, 500_000)
     while predictor.get(job.name).succeeded == 0:  # DuckDB reports progress: the statement is under way
         time.sleep(0.002)
     predictor.cancel(job.name)
