@@ -72,8 +72,7 @@ def classify_sql(source: Relation, request: str, fitted: tuple[RequestTemplate, 
     fits = exp.column("fits")
     cut = exp.select("rid", "raw", "fits", _case([(fits, exp.Null())], fast.tail_sql(exp.column("raw"))).as_("tail")
                      ).from_(rows.subquery("r"))
-    head_ok = _and(fast.head_ok_sql(exp.column("raw"), exp.column("tail")),
-                   _not(fast.system_split_sql(exp.column("raw"), exp.column("tail"))))
+    head_ok = _sound_head(exp.column("raw"), exp.column("tail"))
     judged = exp.select("rid", "fits", _case([(fits, exp.true())], head_ok).as_("ok"), "tail").from_(cut.subquery("c"))
     # the tail to group by; NULL for the rows whose head did not match
     tail = _case([(fits, _lit(fitted[1]) if fitted else exp.Null()),
@@ -91,6 +90,12 @@ def classify_sql(source: Relation, request: str, fitted: tuple[RequestTemplate, 
     return _create(GROUPS, numbered)
 
 
+def _sound_head(raw: exp.Expression, tail: exp.Expression) -> exp.Expression:
+    """The fast path vouches for the head: it matched, and no system instruction is split
+    between the head and the tail."""
+    return _and(fast.head_ok_sql(raw, tail), _not(fast.system_split_sql(raw.copy(), tail.copy())))
+
+
 def _fits(fitted: tuple[RequestTemplate, str] | None) -> exp.Expression:
     if fitted is None:
         return exp.false()
@@ -103,8 +108,7 @@ def fitted_tail(con: Any, template: RequestTemplate) -> str | None:
     text lies in that tail (the tail would then differ from row to row)."""
     raw = exp.column("raw")
     tail = exp.column("tail")
-    ok = _and(fast.head_ok_sql(raw, tail), _not(fast.system_split_sql(raw, tail)))
-    query = exp.select(ok.as_("ok"), fast.canonical_tail_sql(tail).as_("t")).from_(
+    query = exp.select(_sound_head(raw, tail).as_("ok"), fast.canonical_tail_sql(tail.copy()).as_("t")).from_(
         exp.select("raw", fast.tail_sql(raw).as_("tail")).from_(
             exp.select(exp.cast(exp.Placeholder(this="1"), exp.DataType.build("VARCHAR")).as_("raw")).subquery("i")).subquery("c"))
     ok_, canonical = con.execute(query.sql("duckdb"), [template.instance()]).fetchone()
