@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import duckdb
@@ -71,7 +72,7 @@ def test_parsed_views_have_text_tokens_errors_and_typed_schema_columns(built):
         ).fetchall())
         sentiments = db.execute("select distinct sentiment from main.review_sentiment__parsed").fetchall()
         report = db.execute("select product, reviews, failed from main.review_report order by product").fetchall()
-    assert "emulated" in recipe[0] and "banana bread" in recipe[0]
+    assert re.fullmatch(r"\[bqbatch emulated\] request [0-9A-F]{8}", recipe[0])
     assert recipe[1] == "STOP" and recipe[2] > 0 and recipe[4] == recipe[2] + recipe[3]
     assert error == (400, "Please use a valid role: user, model.")
     assert typed["sentiment"] == "VARCHAR" and typed["score"] == "DOUBLE" and typed["needs_follow_up"] == "BOOLEAN"

@@ -48,6 +48,8 @@ def test_unchanged_input_submits_nothing_and_one_changed_row_submits_one(make_pr
     first = ok(cli("build", "--project-dir", root))
     assert "submitted projects/local" in first.output
     before = dict(local_rows(root, "select review_id, processed_time from main.sentiment"))
+    answer = "json_extract_string(response, '$.candidates[0].content.parts[0].text')"
+    before_answers = dict(local_rows(root, f"select review_id, {answer} from main.sentiment"))
     assert len(_jobs(root)) == 1
 
     again = ok(cli("run", "--project-dir", root))
@@ -63,10 +65,10 @@ def test_unchanged_input_submits_nothing_and_one_changed_row_submits_one(make_pr
     jobs = _jobs(root)
     assert len(jobs) == 2 and jobs[1][1:] == ("incremental", 1)
     out = {r[0]: r[1:] for r in local_rows(
-        root, "select review_id, review_text, processed_time, "
-              "json_extract_string(response, '$.candidates[0].content.parts[0].text') from main.sentiment")}
+        root, f"select review_id, review_text, processed_time, {answer} from main.sentiment")}
     assert sorted(out) == [1, 2, 3, 4]  # one row per request row
-    assert out[2][0] == "broken lid" and "broken lid" in out[2][2] and out[2][1] > before[2]
+    # a new answer, naming the changed request
+    assert out[2][0] == "broken lid" and out[2][2] != before_answers[2] and out[2][1] > before[2]
     assert all(out[i][1] == before[i] for i in (1, 3, 4))  # the others kept their answers
     # The parsed view follows the merged output.
     assert local_rows(root, "select count(*) from main.sentiment__parsed") == [(4,)]

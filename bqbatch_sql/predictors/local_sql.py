@@ -32,7 +32,7 @@ from bqbatch_sql.predictors.responses import (
 # against a single parse of the document (wildcards excepted). The API takes either
 # spelling of every key, at every level, hence the four spellings per setting.
 _SETTINGS = {
-    # The prompt and system text the answer echoes and the token estimate counts:
+    # The prompt and system text the token estimate counts:
     # first parts only. A wildcard over every part costs a second parse (~0.3 s per
     # million rows); multi-part and multi-turn prompts are estimated low.
     "prompt": ["$.contents[0].parts[0].text"],
@@ -285,7 +285,7 @@ class JobPlan:
                 # varies a schema's free strings per row (same width as HASH_MARKER).
                 sql_fragment("LPAD(HEX(__bqb_h >> 32), 8, '0')").as_("__bqb_tag"),
             ).from_(rows.subquery("l2"))
-            default_text = default_text_sql(prompt, tag)
+            default_text = default_text_sql(tag)
             key = _settings_key(exp.column("__bqb_e", table="l3"))
             if templates == "lists":
                 # $4, $5, $6: the settings' keys, candidate texts and error statuses.
