@@ -365,7 +365,7 @@ def default_text_sql(tag: exp.Expression) -> exp.Expression:
     """The emulated answer: says so and names the request by its hash,
     `[bqbatch emulated] request 1A2B3C4D`.
 
-    It does not echo the prompt (it did, up to 80 characters, until session 3): each
+    It does not echo the prompt (it did, up to 80 characters, until 2026-11-22): each
     byte of an answer is built, cast to JSON, compressed, written and read again by the
     parsed view, and the echo cost ~0.5 s of a 1M-row build and read (3.2x -> 2.6x the
     bench's floor). The request sits next to its answer in the output table, and a
