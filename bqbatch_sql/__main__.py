@@ -1,3 +1,3 @@
-from bqbatch_sql.cli import main
+from bqbatch_sql.cli import program
 
-main()
+program()

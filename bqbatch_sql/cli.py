@@ -3,7 +3,7 @@
 Imports stay light at module level: `bqbatch --help` must not load sqlglot, DuckDB
 or the cloud SDKs.
 
-Run as the program (the `bqbatch` console script, `python -m bqbatch_sql`), a project
+Run as the program (`program`: the `bqbatch` console script, `python -m bqbatch_sql`), a project
 command ends the process with os._exit once its context is closed (DuckDB checkpointed),
 no worker thread is left, the atexit handlers have run (logging flushed, temporary
 directories removed) and stdout and stderr are flushed: the interpreter's own shutdown,
@@ -11,8 +11,8 @@ a garbage collection over ~100,000 objects and then the teardown of every module
 nothing left to save and took ~0.2 s of every command (from the 'Finished' line to the
 exit of `bqbatch build`: 10 rows 0.24-0.36 s -> 0.03 s; 1M rows 0.25-0.29 s -> 0.07-0.10 s,
 DuckDB's checkpoint included).
-Invoked in-process (click's CliRunner, `main([...])`), the CLI returns or raises
-SystemExit as any click program does.
+Invoked through `main` (click's CliRunner, `main([...])`, a script's own call), the CLI
+returns or raises SystemExit as any click program does.
 """
 
 from __future__ import annotations
@@ -34,23 +34,17 @@ from bqbatch_sql import __version__
 _program_contexts: list | None = None
 
 
-class _Program(click.Group):
-    """The `bqbatch` group; called as the program's entry point, it ends the process itself."""
+def program() -> None:
+    """The `bqbatch` program (the console script, `python -m bqbatch_sql`): the CLI on
+    sys.argv, then the process ends as `_end_program` says. Calling `main` instead
+    (click's CliRunner, `main([...])`, a script of one's own) exits the usual way."""
+    global _program_contexts
 
-    def __call__(self, *args, **kwargs):
-        global _program_contexts
-
-        # The program: no arguments (click reads sys.argv), from the code of the __main__ module
-        # itself: the console script, `python -m bqbatch_sql`, `python -c`. Not a test's
-        # CliRunner, not `main([...])`, not a profiler running the module in a namespace of its own.
-        main_module = sys.modules.get("__main__")
-        if args or kwargs or main_module is None or sys._getframe(1).f_globals is not vars(main_module):
-            return super().__call__(*args, **kwargs)
-        _program_contexts = []
-        try:
-            return super().__call__()
-        except SystemExit as stop:
-            _end_program(stop, _program_contexts)
+    _program_contexts = []
+    try:
+        main()
+    except SystemExit as stop:
+        _end_program(stop, _program_contexts)
 
 
 def _flushed() -> bool:
@@ -160,7 +154,7 @@ def _handle_errors(func):
     return wrapper
 
 
-@click.group(cls=_Program, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="bqbatch")
 def main():
     """bqbatch: SQL models in, Gemini batch predictions out.
