@@ -24,6 +24,7 @@ from bqbatch_sql.errors import JobNotFoundError, PredictorError, RequestTableErr
 from bqbatch_sql.ledger import LIVE_STATES
 from bqbatch_sql.nodes import Relation
 from bqbatch_sql.predictors.base import BatchJob, BatchJobSpec, JobState
+from bqbatch_sql.request_spec import STRUCTURED_OUTPUT_HINT
 
 if TYPE_CHECKING:
     from bqbatch_sql.reporting import NodeResult
@@ -382,10 +383,8 @@ def _response_schema(adapter, requests: Relation) -> Any:
     """The requests' responseSchema when they all share one; None otherwise.
 
     Only requests whose text could name the key are parsed (the JSON functions parse
-    every row otherwise: ~0.3 s per million rows); a \\u escape could spell it too. The
-    test looks for 'ponse': DuckDB's substring search jumps from one occurrence of the
-    needle's first byte to the next, and 'p' is rarer in requests than 'e' (1M bench
-    requests: 0.19 -> 0.11 s of CPU)."""
+    every row otherwise: ~0.3 s per million rows); a \\u escape could spell it too
+    (request_spec.STRUCTURED_OUTPUT_HINT)."""
     query = parse_model_sql(
         "SELECT DISTINCT TO_JSON_STRING(COALESCE(JSON_QUERY(request, '$.generationConfig.responseSchema'), "
         "JSON_QUERY(request, '$.generation_config.response_schema'))) AS s "
@@ -398,7 +397,7 @@ def _response_schema(adapter, requests: Relation) -> Any:
     else:
         text = rowsql.request_text(rowsql.column_types(adapter, requests))
     may_name = exp.or_(*[exp.GT(this=exp.func("strpos", text.copy(), exp.Literal.string(s)), expression=exp.Literal.number(0))
-                         for s in ("ponse", "\\u")])
+                         for s in (STRUCTURED_OUTPUT_HINT, "\\u")])
     sql = query.where(may_name, copy=False).sql(adapter.dialect)
     rows = [r[0] for r in adapter.fetchall(sql) if r[0] not in (None, "null")]
     if len(rows) != 1:

@@ -38,6 +38,14 @@ MAX_REQUESTS_PER_JOB = 200_000
 # request size is 20 MB"); larger media must go through Cloud Storage (fileData).
 MAX_REQUEST_BYTES = 20 * 1024 * 1024
 
+# In every structured-output key, either spelling (responseSchema, response_mime_type,
+# responseJsonSchema, ...): a request whose text lacks it (and any \u escape) asks for
+# no structured output, so a substring test spares the JSON parse of most rows. DuckDB's
+# CONTAINS looks for the needle's first byte, then compares: 'p' is rarer than 'e' in
+# requests and prompts (1M bench requests: 'ponse' 0.12 s of CPU, 'esponse' 0.21 s,
+# reading the column alone 0.10 s).
+STRUCTURED_OUTPUT_HINT = "ponse"
+
 LEARN_MORE = "Learn more: https://cloud.google.com/vertex-ai/generative-ai/docs/model-reference/gemini"
 PROTO = "type.googleapis.com/google.cloud.aiplatform.v1."
 

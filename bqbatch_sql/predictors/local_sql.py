@@ -27,6 +27,7 @@ from bqbatch_sql.predictors.responses import (
     sql_fragment,
     token_estimate_sql,
 )
+from bqbatch_sql.request_spec import STRUCTURED_OUTPUT_HINT
 
 # Read from each valid request in one JSON parse: DuckDB evaluates a list of paths
 # against a single parse of the document (wildcards excepted). The API takes either
@@ -51,12 +52,6 @@ def _path_list(paths: list[str]) -> str:
     return "[" + ", ".join(f"'{p}'" for p in paths) + "]"
 
 
-# Every structured-output key contains this; a cheap substring test spares the JSON
-# parse of the other rows when looking for the distinct settings. DuckDB's CONTAINS
-# looks for the needle's first byte, then compares: 'p' is rarer than 'e' in requests
-# and prompts (1M bench requests: 'ponse' 0.12 s of CPU, 'esponse' 0.21 s, reading
-# the column alone 0.10 s).
-_SETTINGS_HINT = "ponse"
 OUTPUT_COLUMNS = ("response", "status", "processed_time")
 # DuckDB's default row group. A chunk of whole row groups is written straight to the
 # database file; a smaller one goes through the WAL and is written again at the
@@ -382,7 +377,7 @@ class JobPlan:
         extracted = exp.select(
             sql_fragment(f"(CASE WHEN JSON_VALID(R) THEN R END) ->> {_path_list(_PATHS)}", R=request).as_("__bqb_e")
         ).from_(self.source.table(alias="s")).where(
-            sql_fragment("CONTAINS(CAST(R AS TEXT), HINT)", R=request, HINT=exp.Literal.string(_SETTINGS_HINT)))
+            sql_fragment("CONTAINS(CAST(R AS TEXT), HINT)", R=request, HINT=exp.Literal.string(STRUCTURED_OUTPUT_HINT)))
         e = exp.column("__bqb_e")
         keyed = exp.select(_settings_key(e).as_("k"), *[p.as_(n) for p, n in zip(_settings_parts(e), "abc")]).from_(
             extracted.subquery("x"))
